@@ -1,0 +1,59 @@
+# Lanyard. `make run` starts a dev CA + agent; `make test` runs every test.
+SHELL := /bin/bash
+GO    ?= go
+CACHE := $(CURDIR)/.cache
+BIN   := $(CURDIR)/bin
+TOOLS := $(CACHE)/bin
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build run test test-unit test-integration bench generate generate-check lint fuzz tools clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## run: the CA with a node agent, embedded SQLite store, dev mode (./.lanyard)
+run: build
+	$(BIN)/lanyard dev --dir $(CURDIR)/.lanyard
+
+## test: unit + integration tests (real processes on 127.0.0.1)
+test: build
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./ca/... ./storage/...
+	$(BIN)/lanyard bench
+
+$(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o $(TOOLS)/ github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+
+generate: tools
+	$(TOOLS)/buf lint
+	$(TOOLS)/buf generate
+
+## generate-check: fails when the committed generated code is stale
+generate-check: tools
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	cp -r proto $$tmp/proto.before && \
+	$(TOOLS)/buf generate && \
+	if ! diff -r $$tmp/proto.before proto >/dev/null; then \
+		echo "generated code is stale: run 'make generate' and commit" >&2; \
+		diff -r $$tmp/proto.before proto | head -40 >&2; exit 1; fi && echo "generated code is up to date"
+
+lint: tools
+	$(GO) vet ./...
+	$(TOOLS)/buf lint
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## fuzz: each native fuzz target for FUZZTIME
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateCSR$$' -fuzztime $(FUZZTIME) ./ca
+	$(GO) test -run '^$$' -fuzz '^FuzzWorkloadID$$' -fuzztime $(FUZZTIME) ./ca
+	$(GO) test -run '^$$' -fuzz '^FuzzJWKSVerify$$' -fuzztime $(FUZZTIME) ./ca/tokens
+
+clean:
+	rm -rf $(BIN)

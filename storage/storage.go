@@ -1,0 +1,175 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors callers branch on. Implementations wrap them with context; test with
+// errors.Is.
+var (
+	// ErrNotFound reports that the requested record does not exist.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrConflict reports a write that collides with an existing record
+	// (for example a certificate serial recorded twice).
+	ErrConflict = errors.New("storage: conflict")
+	// ErrUnavailable reports that the store cannot be reached or cannot
+	// commit right now. The CA answers codes.Unavailable when it sees it.
+	ErrUnavailable = errors.New("storage: unavailable")
+	// ErrClosed reports use of a store or writer after Close. A Store wraps
+	// it together with ErrUnavailable, so callers that only check
+	// ErrUnavailable still answer codes.Unavailable.
+	ErrClosed = errors.New("storage: closed")
+	// ErrInvalidArgument reports a request the store refuses as malformed:
+	// a record missing a required field, a time it cannot represent, a page
+	// token it did not issue. The CA answers codes.InvalidArgument (or
+	// Internal, when the record came from its own pipeline).
+	ErrInvalidArgument = errors.New("storage: invalid argument")
+)
+
+// CertificateRecord is the log entry for one issued certificate. Every
+// certificate that leaves the CA has one, written before the answer leaves.
+type CertificateRecord struct {
+	// Serial is the certificate serial number in lowercase hex, no leading
+	// zeros (big.Int.Text(16)).
+	Serial string
+	// SPIFFEID is the URI SAN of the certificate.
+	SPIFFEID string
+	// Kind says what the certificate is for: "workload", "agent", "ca-serving",
+	// "istio". Free text, indexed.
+	Kind string
+	// Kubernetes identity of the subject, empty when not applicable.
+	Cluster        string
+	Namespace      string
+	ServiceAccount string
+	PodName        string
+	PodUID         string
+	NodeName       string
+	// Caller is who asked: an agent SPIFFE ID, "token", or an admin identity.
+	Caller string
+	// NotBefore and NotAfter are the validity bounds of the certificate.
+	NotBefore time.Time
+	NotAfter  time.Time
+	// SHA256 is the SHA-256 digest of the certificate DER.
+	SHA256 []byte
+	// IssuerKeyID is the subject key id (hex) of the issuing CA certificate.
+	IssuerKeyID string
+	// IssuedAt is when the CA signed it.
+	IssuedAt time.Time
+	// RevokedAt is set when the certificate was revoked; zero otherwise.
+	RevokedAt time.Time
+}
+
+// CertificateFilter selects certificates in ListCertificates. Zero fields
+// match everything.
+type CertificateFilter struct {
+	SPIFFEID  string
+	Namespace string
+	NodeName  string
+	Kind      string
+	// ValidAt, when non-zero, keeps only certificates whose validity
+	// interval contains it.
+	ValidAt time.Time
+	// PageSize bounds the result (default 100 when zero or negative, larger
+	// values are capped at 1000); PageToken is the NextPageToken of a
+	// previous call with the same filter. An empty NextPageToken means the
+	// last page.
+	PageSize  int
+	PageToken string
+}
+
+// CertificatePage is one page of ListCertificates, newest first.
+type CertificatePage struct {
+	Certificates  []CertificateRecord
+	NextPageToken string
+}
+
+// AgentRecord is a node agent known to the CA, upserted on every attestation.
+// SPIFFEID is the key and must be set.
+type AgentRecord struct {
+	SPIFFEID     string
+	Cluster      string
+	NodeName     string
+	Serial       string // serial of the current agent SVID
+	FirstSeen    time.Time
+	LastSeen     time.Time
+	NotAfter     time.Time // expiry of the current agent SVID
+	Banned       bool
+	BundleSeqAck int64 // the last bundle sequence the agent acknowledged
+}
+
+// AuditEvent is one entry of the audit log.
+type AuditEvent struct {
+	ID      int64 // assigned by the store
+	Time    time.Time
+	Actor   string // who did it (SPIFFE ID, "admin:uid=0", "system")
+	Action  string // "issue", "reject", "attest-agent", "rotate-intermediate", ...
+	Subject string // what it touched (SPIFFE ID, serial)
+	Outcome string // "ok" or the error code
+	Detail  string // short free text, never secrets
+}
+
+// AuditFilter selects audit events, newest first.
+type AuditFilter struct {
+	Actor  string
+	Action string
+	// Since, when non-zero, keeps events with Time at or after it.
+	Since time.Time
+	// PageSize bounds the result (default 100 when zero or negative,
+	// larger values are capped at 1000).
+	PageSize int
+	// BeforeID, when non-zero, returns events with ID < BeforeID (paging:
+	// pass the ID of the last event of the previous page).
+	BeforeID int64
+}
+
+// Store is the CA's persistent state. Implementations are safe for
+// concurrent use. Every method may return an error wrapping ErrUnavailable
+// when the backing database cannot be reached, an error wrapping the
+// context's error when ctx ends first, and an error wrapping both
+// ErrClosed and ErrUnavailable after Close.
+//
+// Times are returned in UTC and round-trip exactly (nanoseconds); the zero
+// time means "unset" (RevokedAt of a live certificate). Times must lie
+// between the years 1678 and 2262 (see CertificateRecord.Validate).
+//
+// storage/storagetest holds the conformance suite every Store passes.
+type Store interface {
+	// RecordCertificates writes all records in one transaction: either all
+	// are durable when it returns nil, or none is. A duplicate serial (in
+	// the store or within recs) fails the whole batch with ErrConflict; a
+	// record failing Validate fails it with ErrInvalidArgument.
+	RecordCertificates(ctx context.Context, recs []CertificateRecord) error
+	// GetCertificate returns the record with this serial or ErrNotFound.
+	GetCertificate(ctx context.Context, serial string) (CertificateRecord, error)
+	// ListCertificates returns certificates matching f, newest first.
+	ListCertificates(ctx context.Context, f CertificateFilter) (CertificatePage, error)
+	// RevokeCertificate marks the certificate revoked at t (ErrNotFound if
+	// absent). Revoking a revoked certificate keeps the first time.
+	RevokeCertificate(ctx context.Context, serial string, t time.Time) error
+	// CountCertificates returns how many certificates are recorded.
+	CountCertificates(ctx context.Context) (int64, error)
+
+	// UpsertAgent creates or updates the agent keyed by SPIFFEID, keeping
+	// FirstSeen and Banned of an existing record.
+	UpsertAgent(ctx context.Context, a AgentRecord) error
+	// GetAgent returns the agent or ErrNotFound.
+	GetAgent(ctx context.Context, spiffeID string) (AgentRecord, error)
+	// ListAgents returns all agents ordered by SPIFFE ID.
+	ListAgents(ctx context.Context) ([]AgentRecord, error)
+	// SetAgentBanned bans or unbans an agent (ErrNotFound if absent).
+	SetAgentBanned(ctx context.Context, spiffeID string, banned bool) error
+
+	// AppendAudit appends events in one transaction. IDs are assigned by the
+	// store, increasing in append order; a zero Time is set to the store's
+	// clock.
+	AppendAudit(ctx context.Context, events []AuditEvent) error
+	// ListAudit returns events matching f, newest (highest ID) first.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+
+	// Ping checks that the store can be reached and written.
+	Ping(ctx context.Context) error
+	// Close releases the store. Calling it again returns nil.
+	Close() error
+}
