@@ -62,7 +62,10 @@ type AuthorityConfig struct {
 	// (default 1m).
 	BundleRefresh time.Duration
 	Clock         func() time.Time
-	Logger        *slog.Logger
+	// After waits for a duration as time.After does (the default); tests
+	// inject a fake together with Clock to drive Run without sleeping.
+	After  func(time.Duration) <-chan time.Time
+	Logger *slog.Logger
 	// OnRotate, when set, is called after each new intermediate is active.
 	OnRotate func(*X509CA)
 }
@@ -102,8 +105,14 @@ func NewAuthority(cfg AuthorityConfig) (*Authority, error) {
 	if cfg.BundleRefresh == 0 {
 		cfg.BundleRefresh = time.Minute
 	}
+	if cfg.BundleRefresh < 0 {
+		return nil, fmt.Errorf("authority: negative bundle refresh interval %s", cfg.BundleRefresh)
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -148,50 +157,67 @@ func (a *Authority) Prepare(ctx context.Context) error {
 }
 
 // Run renews the intermediate at half-life (retrying with backoff on
-// failure) and refreshes the bundle, until ctx is done.
+// failure) and refreshes the bundle every BundleRefresh, until ctx is done.
+//
+// Both deadlines are absolute times on the Clock, so a bundle refresh never
+// postpones a renewal or a retry.
 func (a *Authority) Run(ctx context.Context) error {
 	failures := 0
-	bundleTick := time.NewTicker(a.cfg.BundleRefresh)
-	defer bundleTick.Stop()
+	// earliest spaces renewals out: near the root's expiry a new
+	// intermediate is already past its half-life when it is minted.
+	var retryAt, earliest time.Time
+	nextBundle := a.cfg.Clock().Add(a.cfg.BundleRefresh)
 	for {
-		wait := a.untilRenewal()
-		if failures > 0 {
-			wait = backoff(failures)
+		renewAt := a.renewalTime()
+		if renewAt.Before(earliest) {
+			renewAt = earliest
 		}
-		timer := time.NewTimer(wait)
+		if failures > 0 {
+			renewAt = retryAt
+		}
+		now := a.cfg.Clock()
+		wait := max(min(renewAt.Sub(now), nextBundle.Sub(now)), 0)
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return nil
-		case <-bundleTick.C:
-			timer.Stop()
+		case <-a.cfg.After(wait):
+		}
+		now = a.cfg.Clock()
+		if !now.Before(nextBundle) {
 			if err := a.refreshBundle(ctx); err != nil {
 				a.cfg.Logger.Warn("refresh trust bundle", "error", err)
 			}
-			continue
-		case <-timer.C:
+			nextBundle = now.Add(a.cfg.BundleRefresh)
 		}
-		if a.untilRenewal() > 0 {
+		if now.Before(renewAt) {
 			continue
 		}
 		if err := a.rotate(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			failures++
+			retryAt = now.Add(backoff(failures))
 			a.cfg.Logger.Error("renew intermediate", "error", err, "failures", failures)
 			continue
 		}
 		failures = 0
+		earliest = now.Add(minRenewInterval)
 	}
 }
 
-// untilRenewal is the time left until the active intermediate's half-life.
-func (a *Authority) untilRenewal() time.Duration {
+// minRenewInterval is the least time between two successful renewals.
+const minRenewInterval = 10 * time.Second
+
+// renewalTime is the active intermediate's half-life, or the zero time
+// (renew now) when there is none.
+func (a *Authority) renewalTime() time.Time {
 	x := a.current.Load()
 	if x == nil {
-		return 0
+		return time.Time{}
 	}
 	c := x.Certificate
-	half := c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)
-	return max(half.Sub(a.cfg.Clock()), 0)
+	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)
 }
 
 func backoff(failures int) time.Duration {

@@ -50,6 +50,10 @@ func ParseAgentID(td spiffeid.TrustDomain, id spiffeid.ID) (cluster, node string
 	if len(segs) != 4 || segs[0] != "lanyard" || segs[1] != "agent" {
 		return "", "", fmt.Errorf("%w: %s is not an agent identity", ErrPermissionDenied, id)
 	}
+	// Only what AgentID could have made is an agent ID.
+	if want, err := AgentID(td, segs[2], segs[3]); err != nil || want != id {
+		return "", "", fmt.Errorf("%w: %s is not a valid agent identity", ErrPermissionDenied, id)
+	}
 	return segs[2], segs[3], nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
@@ -66,13 +67,13 @@ func NewDisk(cfg DiskConfig) (*Disk, error) {
 	default:
 		return nil, errors.New("disk: bundle file is required when the certificate is not a self-signed root")
 	}
-	if !selfSigned {
-		if err := d.verifyChain(); err != nil {
-			return nil, err
-		}
-		// A root listed in the cert file is not part of the chain we send.
-		d.chain = dropRoots(d.chain, d.roots)
+	// Also for a self-signed root: a bundle file that does not hold it
+	// would make every minted intermediate fail verification later.
+	if err := d.verifyChain(); err != nil {
+		return nil, err
 	}
+	// A root listed in the cert file is not part of the chain we send.
+	d.chain = dropRoots(d.chain, d.roots)
 	return d, nil
 }
 
@@ -138,5 +139,5 @@ func containsCert(set []*x509.Certificate, c *x509.Certificate) bool {
 
 // Bundle returns the operator's roots.
 func (d *Disk) Bundle(context.Context) ([]*x509.Certificate, error) {
-	return d.roots, nil
+	return slices.Clone(d.roots), nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -29,7 +30,7 @@ const (
 type SelfSignedConfig struct {
 	// Dir holds root.pem and root-key.pem (0600). Required.
 	Dir string
-	// TrustDomain names the root ("Lanyard root <td>") and its URI SAN.
+	// TrustDomain names the root: subject "Lanyard root <td>", URI SAN spiffe://<td>.
 	TrustDomain string
 	// TTL of a newly generated root. Default 10 years.
 	TTL time.Duration
@@ -77,6 +78,12 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("selfsigned: %w", err)
 	}
+	// A root is made only when there is no certificate. When only the key
+	// is gone, the root was published: a new one would silently break
+	// every workload's trust.
+	if _, statErr := os.Stat(certPath); statErr == nil {
+		return nil, fmt.Errorf("selfsigned: %w", err)
+	}
 	cert, key, err = generateRoot(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("selfsigned: %w", err)
@@ -112,6 +119,13 @@ func generateRoot(cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+	}
+	if cfg.TrustDomain != "" {
+		u, err := url.Parse("spiffe://" + cfg.TrustDomain)
+		if err != nil {
+			return nil, nil, fmt.Errorf("root URI SAN: %w", err)
+		}
+		tmpl.URIs = []*url.URL{u}
 	}
 	cert, err := x509util.CreateCertificate(tmpl, tmpl, key.Public(), key)
 	if err != nil {

@@ -34,6 +34,9 @@ func signIntermediate(req MintRequest, issuer *x509.Certificate, key crypto.Sign
 	if notAfter.After(issuer.NotAfter) {
 		notAfter = issuer.NotAfter
 	}
+	if !notAfter.After(now) {
+		return nil, fmt.Errorf("sign intermediate: issuer %q expired at %s", issuer.Subject.CommonName, issuer.NotAfter)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"Lanyard"}, CommonName: req.CommonName},

@@ -1,0 +1,290 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/tokens"
+	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
+	"github.com/lanyard-id/lanyard/storage"
+)
+
+// Request bounds of the CA API.
+const (
+	MaxBatchEntries = 1000
+	MaxTokenSize    = 16 << 10
+)
+
+// TokenVerifier authenticates service-account tokens per cluster
+// (*tokens.Clusters).
+type TokenVerifier interface {
+	Verify(ctx context.Context, cluster, token, audience string) (*tokens.ServiceAccount, error)
+}
+
+// Bundler publishes the trust bundle (*ca.Authority).
+type Bundler interface {
+	Bundle() *ca.Bundle
+	BundleChanged() <-chan struct{}
+}
+
+// caService implements cav1.CAServiceServer.
+type caService struct {
+	cav1.UnimplementedCAServiceServer
+	ca       *ca.CA
+	tokens   TokenVerifier
+	bundler  Bundler
+	store    storage.Store
+	limit    *limiter
+	metrics  *Metrics
+	log      *slog.Logger
+	audience string
+	agents   []string // "namespace/name" of service accounts that may attest as agents
+	unix     bool     // trust agents' unix attestation (dev and non-Kubernetes hosts)
+	clock    func() time.Time
+}
+
+func (s *caService) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
+	const method = "AttestAgent"
+	issued, err := s.attestAgent(ctx, req)
+	if err != nil {
+		return nil, statusErr(s.log, method, err)
+	}
+	s.metrics.Issued.WithLabelValues(ca.KindAgent).Inc()
+	s.metrics.AgentsAttested.Inc()
+	return &cav1.AttestAgentResponse{Svid: svidProto(issued), Bundle: bundleProto(s.bundler.Bundle())}, nil
+}
+
+func (s *caService) attestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*ca.Issued, error) {
+	if len(req.GetToken()) == 0 || len(req.GetToken()) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: token missing or over %d bytes", tokens.ErrInvalidToken, MaxTokenSize)
+	}
+	sa, err := s.tokens.Verify(ctx, req.GetCluster(), req.GetToken(), s.audience)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(s.agents, sa.Namespace+"/"+sa.Name) {
+		return nil, fmt.Errorf("%w: service account %s/%s may not attest as an agent", ca.ErrPermissionDenied, sa.Namespace, sa.Name)
+	}
+	if sa.NodeName == "" || sa.PodUID == "" {
+		return nil, fmt.Errorf("%w: agent token is not bound to a pod on a node", ca.ErrPermissionDenied)
+	}
+	id, err := ca.AgentID(s.ca.TrustDomain(), sa.Cluster, sa.NodeName)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.agentAllowed(ctx, id); err != nil {
+		return nil, err
+	}
+	release, err := s.limit.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	issued, err := s.ca.SignAgent(ctx, ca.AgentRequest{Subject: subjectOf(sa), CSR: req.GetCsr(), Caller: "token:" + sa.Namespace + "/" + sa.Name})
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	if err := s.store.UpsertAgent(ctx, storage.AgentRecord{
+		SPIFFEID: id.String(), Cluster: sa.Cluster, NodeName: sa.NodeName, Serial: issued.Serial,
+		FirstSeen: now, LastSeen: now, NotAfter: issued.Leaf().NotAfter,
+	}); err != nil {
+		return nil, fmt.Errorf("record agent: %w", err)
+	}
+	return issued, nil
+}
+
+// agentAllowed refuses agents on the policy deny list or banned in the store.
+func (s *caService) agentAllowed(ctx context.Context, id spiffeid.ID) error {
+	if err := s.ca.Policy().AgentAllowed(id); err != nil {
+		return err
+	}
+	rec, err := s.store.GetAgent(ctx, id.String())
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("look up agent: %w", err)
+	case rec.Banned:
+		return fmt.Errorf("%w: agent %s is banned", ca.ErrPermissionDenied, id)
+	}
+	return nil
+}
+
+func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDsRequest) (*cav1.BatchSignSVIDsResponse, error) {
+	const method = "BatchSignSVIDs"
+	agent, err := s.peerAgent(ctx)
+	if err != nil {
+		return nil, statusErr(s.log, method, err)
+	}
+	n := len(req.GetRequests())
+	if n == 0 || n > MaxBatchEntries {
+		return nil, statusErr(s.log, method, fmt.Errorf("%w: batch of %d entries (1–%d allowed)", ca.ErrInvalidRequest, n, MaxBatchEntries))
+	}
+	s.metrics.BatchSize.Observe(float64(n))
+	cluster, node, _ := ca.ParseAgentID(s.ca.TrustDomain(), agent)
+	results := make([]*cav1.SVIDResult, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i, entry := range req.GetRequests() {
+		g.Go(func() error {
+			res := &cav1.SVIDResult{Id: entry.GetId()}
+			issued, err := s.signEntry(gctx, agent, cluster, node, entry)
+			if err != nil {
+				st := toStatus(err)
+				res.Code, res.Message = uint32(st.Code()), st.Message()
+				s.metrics.Rejected.WithLabelValues(method+"/entry", st.Code().String()).Inc()
+				if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
+					s.log.Error("batch entry failed", "agent", agent.String(), "code", st.Code().String(), "error", err)
+				} else {
+					s.log.Info("batch entry rejected", "agent", agent.String(), "code", st.Code().String(), "reason", err.Error())
+				}
+			} else {
+				res.Svid = svidProto(issued)
+				s.metrics.Issued.WithLabelValues(ca.KindWorkload).Inc()
+			}
+			results[i] = res
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return &cav1.BatchSignSVIDsResponse{Results: results}, nil
+}
+
+func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, node string, e *cav1.SVIDRequest) (iss *ca.Issued, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.metrics.PanicsRecovered.Inc()
+			s.log.Error("panic in batch entry", "panic", r)
+			iss, err = nil, errors.New("panic in batch entry")
+		}
+	}()
+	var subj ca.Subject
+	switch c := e.GetCaller().(type) {
+	case *cav1.SVIDRequest_Token:
+		if len(c.Token) > MaxTokenSize {
+			return nil, fmt.Errorf("%w: token over %d bytes", tokens.ErrInvalidToken, MaxTokenSize)
+		}
+		sa, err := s.tokens.Verify(ctx, cluster, c.Token, s.audience)
+		if err != nil {
+			return nil, err
+		}
+		if sa.NodeName != "" && sa.NodeName != node {
+			return nil, fmt.Errorf("%w: token is bound to node %q, agent runs on %q", ca.ErrPermissionDenied, sa.NodeName, node)
+		}
+		subj = subjectOf(sa)
+	case *cav1.SVIDRequest_Attested:
+		a := c.Attested
+		switch {
+		case a.GetAttestor() == "unix" && s.unix:
+			subj = ca.Subject{Cluster: cluster, Namespace: a.GetNamespace(), ServiceAccount: a.GetServiceAccount(), NodeName: node}
+		case a.GetAttestor() == "unix":
+			return nil, fmt.Errorf("%w: unix attestation is not trusted by this CA", ca.ErrPermissionDenied)
+		default:
+			return nil, fmt.Errorf("%w: attestor %q is not supported by this CA", ca.ErrPermissionDenied, a.GetAttestor())
+		}
+	default:
+		return nil, fmt.Errorf("%w: entry has neither token nor attested workload", ca.ErrInvalidRequest)
+	}
+	release, err := s.limit.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.ca.SignWorkload(ctx, ca.WorkloadRequest{
+		Subject: subj, CSR: e.GetCsr(), TTL: e.GetTtl().AsDuration(), Caller: agent.String(),
+	})
+}
+
+// peerAgent returns the agent SPIFFE ID of the mTLS peer.
+func (s *caService) peerAgent(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, ErrNoClientCert
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return spiffeid.ID{}, fmt.Errorf("%w: call with the agent SVID", ErrNoClientCert)
+	}
+	leaf := info.State.VerifiedChains[0][0]
+	if len(leaf.URIs) != 1 {
+		return spiffeid.ID{}, fmt.Errorf("%w: client certificate has no SPIFFE ID", ca.ErrPermissionDenied)
+	}
+	id, err := spiffeid.FromURI(leaf.URIs[0])
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%w: client certificate has no SPIFFE ID", ca.ErrPermissionDenied)
+	}
+	if _, _, err := ca.ParseAgentID(s.ca.TrustDomain(), id); err != nil {
+		return spiffeid.ID{}, err
+	}
+	if err := s.agentAllowed(ctx, id); err != nil {
+		return spiffeid.ID{}, err
+	}
+	return id, nil
+}
+
+func (s *caService) GetBundle(context.Context, *cav1.GetBundleRequest) (*cav1.GetBundleResponse, error) {
+	return &cav1.GetBundleResponse{Bundle: bundleProto(s.bundler.Bundle())}, nil
+}
+
+func (s *caService) WatchBundle(_ *cav1.WatchBundleRequest, stream cav1.CAService_WatchBundleServer) error {
+	s.metrics.WatchersGauge.Inc()
+	defer s.metrics.WatchersGauge.Dec()
+	for {
+		changed := s.bundler.BundleChanged()
+		if err := stream.Send(&cav1.WatchBundleResponse{Bundle: bundleProto(s.bundler.Bundle())}); err != nil {
+			return err
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func subjectOf(sa *tokens.ServiceAccount) ca.Subject {
+	return ca.Subject{
+		Cluster: sa.Cluster, Namespace: sa.Namespace, ServiceAccount: sa.Name,
+		PodName: sa.PodName, PodUID: sa.PodUID, NodeName: sa.NodeName,
+	}
+}
+
+func svidProto(i *ca.Issued) *cav1.X509SVID {
+	chain := make([][]byte, len(i.Chain))
+	for j, c := range i.Chain {
+		chain[j] = c.Raw
+	}
+	return &cav1.X509SVID{SpiffeId: i.ID.String(), CertChain: chain, ExpiresAt: timestamppb.New(i.Leaf().NotAfter)}
+}
+
+func bundleProto(b *ca.Bundle) *cav1.Bundle {
+	return &cav1.Bundle{
+		TrustDomain:     b.TrustDomain.Name(),
+		X509Authorities: rawCerts(b.Roots),
+		Sequence:        b.Sequence,
+		RefreshHint:     durationpb.New(5 * time.Minute),
+	}
+}
+
+func rawCerts(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/server"
+	"github.com/lanyard-id/lanyard/ca/tokens"
+	"github.com/lanyard-id/lanyard/ca/upstream"
+	"github.com/lanyard-id/lanyard/storage"
+	"github.com/lanyard-id/lanyard/storage/sqlite"
+)
+
+// caProcess is a wired CA: every part built, nothing running yet.
+type caProcess struct {
+	store     storage.Store
+	writer    *storage.Writer
+	authority *ca.Authority
+	server    *server.Server
+}
+
+// buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
+// (dev mode's issuer).
+func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[string]tokens.Verifier) (*caProcess, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust domain: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	up, err := buildUpstream(cfg, td, log)
+	if err != nil {
+		return nil, err
+	}
+	verifiers, err := buildVerifiers(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range extra {
+		verifiers[name] = v
+	}
+	defaultCluster := ""
+	if len(cfg.Clusters) > 0 {
+		defaultCluster = cfg.Clusters[0].Name
+	}
+	clusters, err := tokens.NewClusters(defaultCluster, verifiers)
+	if err != nil {
+		return nil, err
+	}
+	st, err := buildStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	writer, err := storage.NewWriter(storage.WriterConfig{Store: st, Logger: log.With("component", "writer")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	authority, err := ca.NewAuthority(ca.AuthorityConfig{
+		TrustDomain: td, Upstream: up, TTL: cfg.Intermediate.TTL,
+		KeyType: cfg.Intermediate.KeyType, KeyCurve: cfg.Intermediate.Curve, KeySize: cfg.Intermediate.Size,
+		Logger: log.With("component", "authority"),
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	issuer, err := ca.New(ca.Config{
+		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy,
+		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
+		Logger: log.With("component", "ca"),
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ips := make([]net.IP, 0, len(cfg.ServingIPs))
+	for _, s := range cfg.ServingIPs {
+		ips = append(ips, net.ParseIP(s))
+	}
+	srv, err := server.New(server.Config{
+		Addr: cfg.ListenAddr, HTTPAddr: cfg.HTTPAddr, CA: issuer, Authority: authority, Tokens: clusters, Store: st,
+		ServingDNSNames: cfg.ServingDNSNames, ServingIPs: ips,
+		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
+		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile,
+		Registerer: reg, Gatherer: reg, Logger: log.With("component", "server"),
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &caProcess{store: st, writer: writer, authority: authority, server: srv}, nil
+}
+
+// run starts every part and returns when ctx ends or a part fails.
+func (p *caProcess) run(ctx context.Context) error {
+	defer p.store.Close()
+	if err := p.authority.Prepare(ctx); err != nil {
+		return fmt.Errorf("prepare CA: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.writer.Run(ctx) })
+	g.Go(func() error { return p.authority.Run(ctx) })
+	g.Go(func() error { return p.server.Run(ctx) })
+	return g.Wait()
+}
+
+func buildUpstream(cfg FileConfig, td spiffeid.TrustDomain, log *slog.Logger) (upstream.Authority, error) {
+	switch cfg.Upstream.Type {
+	case "", "selfsigned":
+		return upstream.NewSelfSigned(upstream.SelfSignedConfig{
+			Dir: filepath.Join(cfg.DataDir, "root"), TrustDomain: td.Name(), Logger: log.With("component", "upstream"),
+		})
+	case "disk":
+		d := cfg.Upstream.Disk
+		return upstream.NewDisk(upstream.DiskConfig{CertFile: d.CertFile, KeyFile: d.KeyFile, BundleFile: d.BundleFile})
+	default:
+		return nil, fmt.Errorf("upstream type %q: want selfsigned or disk", cfg.Upstream.Type)
+	}
+}
+
+func buildStore(ctx context.Context, cfg FileConfig, log *slog.Logger) (storage.Store, error) {
+	switch cfg.Store.Type {
+	case "", "sqlite":
+		path := cfg.Store.SQLite.Path
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, "lanyard.db")
+		}
+		return sqlite.New(ctx, sqlite.Config{Path: path, Logger: log.With("component", "store")})
+	default:
+		return nil, fmt.Errorf("store type %q: want sqlite", cfg.Store.Type)
+	}
+}
+
+func buildVerifiers(cfg FileConfig, log *slog.Logger) (map[string]tokens.Verifier, error) {
+	out := make(map[string]tokens.Verifier, len(cfg.Clusters))
+	for _, cl := range cfg.Clusters {
+		var v tokens.Verifier
+		var err error
+		if cl.TokenReview != nil {
+			var client kubernetes.Interface
+			client, err = kubeClient(cl.TokenReview.Kubeconfig)
+			if err == nil {
+				v, err = tokens.NewTokenReviewVerifier(tokens.TokenReviewConfig{Cluster: cl.Name, Client: client, Logger: log})
+			}
+		} else {
+			var hc *http.Client
+			if hc, err = httpClientWithCA(cl.CACertFile); err == nil {
+				var jv *tokens.JWKSVerifier
+				jv, err = tokens.NewJWKSVerifier(tokens.JWKSConfig{
+					Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
+					JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log.With("component", "tokens", "cluster", cl.Name),
+				})
+				if err == nil {
+					v, err = tokens.NewCache(jv, tokens.CacheConfig{})
+				}
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
+		}
+		out[cl.Name] = v
+	}
+	return out, nil
+}
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	return kubernetes.NewForConfig(rc)
+}
+
+func httpClientWithCA(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("CA file holds no certificate")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}

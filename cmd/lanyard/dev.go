@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lanyard-id/lanyard/ca/tokens"
+)
+
+// Development-only settings of `lanyard dev`.
+const (
+	devIssuer  = "https://lanyard-dev.invalid"
+	devCluster = "dev"
+	devAgentNS = "lanyard"
+	devAgentSA = "lanyard-agent"
+)
+
+func devCmd() *cobra.Command {
+	var (
+		dir, grpcAddr, httpAddr, td, logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a development CA on 127.0.0.1 (DEVELOPMENT ONLY)",
+		Long: `Run a development Lanyard on 127.0.0.1 with the embedded SQLite store in --dir,
+and a DEVELOPMENT-ONLY token issuer whose keys the CA trusts. Mint tokens with
+'lanyard dev token'. Never use dev mode in production: anyone who can read the
+issuer key in --dir can mint any identity.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), dir, grpcAddr, httpAddr, td, logLevel)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".lanyard", "state directory (root, store, dev issuer key, bundle.pem)")
+	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:8443", "CA gRPC/TLS address")
+	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:9090", "health and metrics address")
+	f.StringVar(&td, "trust-domain", "cluster.local", "trust domain")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(devTokenCmd())
+	return cmd
+}
+
+func runDev(ctx context.Context, dir, grpcAddr, httpAddr, td, logLevel string) error {
+	log, err := newLogger(logLevel, "text")
+	if err != nil {
+		return err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("dev dir: %w", err)
+	}
+	iss, err := tokens.LoadOrCreateDevIssuer(dir, devIssuer, tokens.WithDevLogger(log))
+	if err != nil {
+		return err
+	}
+	cfg := defaultConfig()
+	cfg.TrustDomain = td
+	cfg.ListenAddr, cfg.HTTPAddr = grpcAddr, httpAddr
+	cfg.DataDir = dir
+	cfg.BundleFile = filepath.Join(dir, "bundle.pem")
+	cfg.ServingDNSNames = []string{"localhost"}
+	cfg.ServingIPs = []string{"127.0.0.1", "::1"}
+	cfg.Agents.ServiceAccounts = []string{devAgentNS + "/" + devAgentSA}
+	cfg.Agents.TrustUnixAttestation = true
+	cfg.Clusters = []ClusterConfig{{Name: devCluster, Issuer: iss.Issuer(), JWKSFile: iss.JWKSPath()}}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	p, err := buildCA(ctx, cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.run(ctx) }()
+	if err := waitReady(ctx, p, errc); err != nil {
+		return err
+	}
+	printDevBanner(dir, p)
+	return <-errc
+}
+
+// waitReady waits until the first intermediate and bundle file exist.
+func waitReady(ctx context.Context, p *caProcess, errc <-chan error) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := p.authority.Current(); err == nil {
+			return nil
+		}
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func printDevBanner(dir string, p *caProcess) {
+	fmt.Printf(`
+Lanyard dev mode — DEVELOPMENT ONLY, do not use in production
+  CA gRPC (TLS)      %s
+  health & metrics   http://%s/healthz  /readyz  /metrics
+  trust bundle       %s
+  store (SQLite)     %s
+  dev token issuer   %s (keys in %s)
+
+Mint a workload token and fetch the bundle:
+  lanyard dev token --dir %s --namespace default --service-account default --node dev-node
+  grpcurl -cacert %s -d '{}' %s lanyard.ca.v1.CAService/GetBundle
+
+Press Ctrl-C to stop.
+`, p.server.Addr(), p.server.HTTPAddr(), filepath.Join(dir, "bundle.pem"), filepath.Join(dir, "lanyard.db"),
+		devIssuer, filepath.Join(dir, tokens.DevIssuerJWKSFile), dir, filepath.Join(dir, "bundle.pem"), p.server.Addr())
+}
+
+func devTokenCmd() *cobra.Command {
+	var (
+		dir string
+		c   tokens.DevClaims
+		aud []string
+	)
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Print a DEVELOPMENT-ONLY Kubernetes projected service-account token",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			iss, err := tokens.LoadOrCreateDevIssuer(dir, devIssuer)
+			if err != nil {
+				return err
+			}
+			c.Audiences = aud
+			tok, err := iss.Mint(c)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".lanyard", "state directory of 'lanyard dev'")
+	f.StringVar(&c.Namespace, "namespace", "default", "service account namespace")
+	f.StringVar(&c.ServiceAccount, "service-account", "default", "service account name")
+	f.StringSliceVar(&aud, "audience", []string{"lanyard"}, "token audience (repeat for several)")
+	f.DurationVar(&c.TTL, "ttl", time.Hour, "token lifetime")
+	f.StringVar(&c.PodName, "pod", "", "bind the token to this pod name")
+	f.StringVar(&c.NodeName, "node", "", "node name claim")
+	return cmd
+}
