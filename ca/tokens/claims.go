@@ -3,6 +3,7 @@ package tokens
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -171,7 +172,7 @@ func identityFromClaims(sub string, priv *privateClaims) (*identity, error) {
 }
 
 // serviceAccount builds the result a verifier returns.
-func (id *identity) serviceAccount(cluster, issuer string, aud []string, exp jwt.NumericDate) *ServiceAccount {
+func (id *identity) serviceAccount(cluster, issuer string, aud []string, exp time.Time) *ServiceAccount {
 	return &ServiceAccount{
 		Cluster:   cluster,
 		Issuer:    issuer,
@@ -183,6 +184,6 @@ func (id *identity) serviceAccount(cluster, issuer string, aud []string, exp jwt
 		NodeName:  id.nodeName,
 		NodeUID:   id.nodeUID,
 		Audiences: aud,
-		Expiry:    exp.Time(),
+		Expiry:    exp,
 	}
 }

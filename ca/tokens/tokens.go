@@ -44,7 +44,9 @@ type ServiceAccount struct {
 	NodeUID  string
 	// Audiences are the token's audiences.
 	Audiences []string
-	// Expiry is the token's exp.
+	// Expiry is the token's exp. TokenReviewVerifier decodes it from the
+	// token the API server has just authenticated; tokens without exp are
+	// refused by every verifier, so it is never zero.
 	Expiry time.Time
 }
 
