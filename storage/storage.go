@@ -69,7 +69,8 @@ type CertificateFilter struct {
 	NodeName  string
 	Kind      string
 	// ValidAt, when non-zero, keeps only certificates whose validity
-	// interval contains it.
+	// interval contains it: NotBefore <= ValidAt <= NotAfter, both ends
+	// inclusive as in X.509.
 	ValidAt time.Time
 	// PageSize bounds the result (default 100 when zero or negative, larger
 	// values are capped at 1000); PageToken is the NextPageToken of a
