@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lanyard-id/lanyard/storage"
 )
 
 // Metrics are the CA's Prometheus metrics.
@@ -19,6 +21,9 @@ type Metrics struct {
 	BundleSequence  prometheus.Gauge
 	AgentsAttested  prometheus.Counter
 	PanicsRecovered prometheus.Counter
+	StoreBatches    *prometheus.CounterVec // by kind ("certificates", "audit") and result
+	StoreBatchSize  prometheus.Histogram
+	StoreCommit     prometheus.Histogram
 }
 
 // NewMetrics creates and registers the metrics on reg.
@@ -60,9 +65,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lanyard_ca_panics_recovered_total", Help: "Panics caught by the recovery interceptor.",
 		}),
 	}
+	m.StoreBatches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lanyard_store_batches_total", Help: "Group-commit transactions, by kind and result.",
+	}, []string{"kind", "result"})
+	m.StoreBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lanyard_store_batch_records", Help: "Certificate records per group-commit transaction.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+	})
+	m.StoreCommit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lanyard_store_commit_seconds", Help: "Duration of a group-commit transaction.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+	})
 	reg.MustRegister(m.Issued, m.Rejected, m.Duration, m.InFlight, m.CAExpiry, m.ServingExpiry,
-		m.BatchSize, m.WatchersGauge, m.BundleSequence, m.AgentsAttested, m.PanicsRecovered)
+		m.BatchSize, m.WatchersGauge, m.BundleSequence, m.AgentsAttested, m.PanicsRecovered,
+		m.StoreBatches, m.StoreBatchSize, m.StoreCommit)
 	return m
+}
+
+// ObserveStoreBatch records one group-commit transaction; it fits
+// storage.WriterConfig.OnBatch.
+func (m *Metrics) ObserveStoreBatch(b storage.BatchResult) {
+	kind, result := "certificates", "ok"
+	if b.Audit {
+		kind = "audit"
+	}
+	if b.Err != nil {
+		result = "error"
+	}
+	m.StoreBatches.WithLabelValues(kind, result).Inc()
+	if !b.Audit {
+		m.StoreBatchSize.Observe(float64(b.Size))
+		m.StoreCommit.Observe(b.Duration.Seconds())
+	}
 }
 
 func (m *Metrics) observe(method string, start time.Time) {

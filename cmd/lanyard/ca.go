@@ -71,7 +71,8 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	writer, err := storage.NewWriter(storage.WriterConfig{Store: st, Logger: log.With("component", "writer")})
+	metrics := server.NewMetrics(reg)
+	writer, err := storage.NewWriter(storage.WriterConfig{Store: st, Logger: log.With("component", "writer"), OnBatch: metrics.ObserveStoreBatch})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -103,7 +104,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		ServingDNSNames: cfg.ServingDNSNames, ServingIPs: ips,
 		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
 		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile,
-		Registerer: reg, Gatherer: reg, Logger: log.With("component", "server"),
+		Registerer: reg, Gatherer: reg, Metrics: metrics, Logger: log.With("component", "server"),
 	})
 	if err != nil {
 		st.Close()
@@ -169,7 +170,7 @@ func buildVerifiers(cfg FileConfig, log *slog.Logger) (map[string]tokens.Verifie
 				var jv *tokens.JWKSVerifier
 				jv, err = tokens.NewJWKSVerifier(tokens.JWKSConfig{
 					Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
-					JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log.With("component", "tokens", "cluster", cl.Name),
+					JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log.With("component", "tokens"),
 				})
 				if err == nil {
 					v, err = tokens.NewCache(jv, tokens.CacheConfig{})
