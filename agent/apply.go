@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
+)
+
+// Backoff bounds for renewals.
+const (
+	retryBase  = 500 * time.Millisecond
+	retryLimit = time.Minute
+)
+
+// apply stores the results of one batch. RPC failures back off every entry
+// of the batch; per-entry failures back off that entry; refusals that no
+// retry can fix become the entry's error (unless it still has a valid SVID,
+// which keeps being served).
+func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav1.SVIDResult, rpcErr error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.cfg.Clock()
+	m.dirty = true
+	for i, e := range batch {
+		e.inFlight = false
+		var code codes.Code
+		var msg string
+		var svid *x509svid.SVID
+		if rpcErr != nil {
+			st, _ := status.FromError(rpcErr)
+			code, msg = st.Code(), st.Message()
+		} else {
+			r := results[i]
+			code, msg = codes.Code(r.GetCode()), r.GetMessage()
+			if code == codes.OK {
+				var err error
+				if svid, err = svidFromProto(r.GetSvid(), keys[i]); err != nil {
+					code, msg = codes.Internal, err.Error()
+				} else if svid.ID != e.workload.ID {
+					code, msg = codes.Internal, fmt.Sprintf("CA issued %s, asked for %s", svid.ID, e.workload.ID)
+				}
+			}
+		}
+		if code == codes.OK {
+			e.svid, e.err, e.failures = svid, nil, 0
+			e.renewAt = renewalTime(svid.Certificates[0])
+			m.cfg.Metrics.Rotations.Inc()
+			e.notify()
+			continue
+		}
+		e.failures++
+		m.cfg.Metrics.RenewFailures.WithLabelValues(code.String()).Inc()
+		switch code {
+		case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
+			// Not fixed by retrying soon: the workload must present a new
+			// token (a new entry) or an operator must act. Back off hard.
+			e.renewAt = now.Add(Backoff(e.failures+4, retryBase, retryLimit))
+			if e.svid == nil || !now.Before(e.svid.Certificates[0].NotAfter) {
+				e.svid = nil
+				e.err = fmt.Errorf("%w: %s: %s", ErrDenied, code, msg)
+				e.notify()
+			}
+		default:
+			e.renewAt = now.Add(Backoff(e.failures, retryBase, retryLimit))
+		}
+		m.cfg.Logger.Warn("renew SVID", "spiffe_id", e.workload.ID.String(), "code", code.String(), "message", msg, "failures", e.failures)
+	}
+}
+
+// renewalTime is half-life ± 10 %.
+func renewalTime(leaf *x509.Certificate) time.Time {
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	return leaf.NotBefore.Add(jitter(life/2, 0.1))
+}

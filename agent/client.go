@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/lanyard-id/lanyard/ca"
+	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
+)
+
+// ClientConfig configures the agent's connection to the CA.
+type ClientConfig struct {
+	// Addr is the CA's gRPC address (host:port).
+	Addr        string
+	TrustDomain spiffeid.TrustDomain
+	// Bundle is the bootstrap trust bundle the CA's serving certificate is
+	// checked against until WatchBundle delivers the current one.
+	Bundle *x509bundle.Bundle
+	// ServerID is the SPIFFE ID the CA must present (default
+	// spiffe://<td>/lanyard/ca).
+	ServerID spiffeid.ID
+	// Token returns the agent's own projected token (audience "lanyard"),
+	// read afresh for every attestation.
+	Token func() (string, error)
+	// Cluster names the cluster whose issuer verifies the agent's token
+	// ("" means the CA's default).
+	Cluster string
+	// ReconnectMaxDelay bounds gRPC's reconnect backoff (default 5s), so a
+	// CA that comes back is noticed within seconds.
+	ReconnectMaxDelay time.Duration
+	Clock             func() time.Time
+	Logger            *slog.Logger
+}
+
+// Client talks to the CA: it attests the agent, keeps the agent SVID and
+// the bundle current, and signs workload CSRs over mTLS with the agent SVID.
+type Client struct {
+	cfg    ClientConfig
+	svid   atomic.Pointer[x509svid.SVID]
+	bundle atomic.Pointer[x509bundle.Bundle]
+	conn   *grpc.ClientConn
+	api    cav1.CAServiceClient
+}
+
+// NewClient validates cfg and prepares the mTLS connection; it does not
+// dial until the first call. Call Attest before any other call.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Addr == "" || cfg.TrustDomain.IsZero() || cfg.Bundle == nil || cfg.Token == nil {
+		return nil, errors.New("ca client: address, trust domain, bootstrap bundle and token source are required")
+	}
+	if cfg.ServerID.IsZero() {
+		cfg.ServerID = ca.ServingID(cfg.TrustDomain)
+	}
+	if cfg.ReconnectMaxDelay == 0 {
+		cfg.ReconnectMaxDelay = 5 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg}
+	c.bundle.Store(cfg.Bundle)
+	tlsCfg := tlsconfig.MTLSClientConfig(c, c, tlsconfig.AuthorizeID(cfg.ServerID))
+	conn, err := grpc.NewClient(cfg.Addr, c.dialOptions(credentials.NewTLS(tlsCfg))...)
+	if err != nil {
+		return nil, fmt.Errorf("ca client: %w", err)
+	}
+	c.conn, c.api = conn, cav1.NewCAServiceClient(conn)
+	return c, nil
+}
+
+func (c *Client) dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
+	bc := backoff.DefaultConfig
+	bc.MaxDelay = c.cfg.ReconnectMaxDelay
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// GetX509SVID returns the agent SVID (x509svid.Source).
+func (c *Client) GetX509SVID() (*x509svid.SVID, error) {
+	s := c.svid.Load()
+	if s == nil {
+		return nil, errors.New("agent not attested yet")
+	}
+	return s, nil
+}
+
+// GetX509BundleForTrustDomain returns the current bundle (x509bundle.Source).
+func (c *Client) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b := c.bundle.Load()
+	if td != b.TrustDomain() {
+		return nil, fmt.Errorf("no bundle for trust domain %s", td)
+	}
+	return b, nil
+}
+
+// Bundle returns the current trust bundle.
+func (c *Client) Bundle() *x509bundle.Bundle { return c.bundle.Load() }
+
+// AgentSVID returns the current agent SVID, nil before the first attestation.
+func (c *Client) AgentSVID() *x509svid.SVID { return c.svid.Load() }
+
+// Attest proves the agent to the CA with its projected token over
+// server-authenticated TLS and stores the agent SVID it gets back.
+func (c *Client) Attest(ctx context.Context) error {
+	token, err := c.cfg.Token()
+	if err != nil {
+		return fmt.Errorf("read agent token: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("agent key: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return fmt.Errorf("agent CSR: %w", err)
+	}
+	tlsCfg := tlsconfig.TLSClientConfig(c, tlsconfig.AuthorizeID(c.cfg.ServerID))
+	conn, err := grpc.NewClient(c.cfg.Addr, c.dialOptions(credentials.NewTLS(tlsCfg))...)
+	if err != nil {
+		return fmt.Errorf("dial CA: %w", err)
+	}
+	defer conn.Close()
+	resp, err := cav1.NewCAServiceClient(conn).AttestAgent(ctx, &cav1.AttestAgentRequest{
+		Token: token, Cluster: c.cfg.Cluster, Csr: csr,
+	})
+	if err != nil {
+		return fmt.Errorf("attest agent: %w", err)
+	}
+	svid, err := svidFromProto(resp.GetSvid(), key)
+	if err != nil {
+		return fmt.Errorf("attest agent: %w", err)
+	}
+	if b, err := bundleFromProto(resp.GetBundle()); err == nil {
+		c.bundle.Store(b)
+	}
+	c.svid.Store(svid)
+	c.cfg.Logger.Info("agent attested", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+	return nil
+}
+
+// BatchSign sends one BatchSignSVIDs call over mTLS.
+func (c *Client) BatchSign(ctx context.Context, reqs []*cav1.SVIDRequest) ([]*cav1.SVIDResult, error) {
+	resp, err := c.api.BatchSignSVIDs(ctx, &cav1.BatchSignSVIDsRequest{Requests: reqs})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.GetResults()) != len(reqs) {
+		return nil, fmt.Errorf("CA answered %d results for %d requests", len(resp.GetResults()), len(reqs))
+	}
+	return resp.GetResults(), nil
+}
+
+// WatchBundle follows the CA's bundle stream until ctx ends, reconnecting
+// with backoff. onBundle runs for every bundle received; onConnect runs
+// each time the stream (re)connects, which tells the caller the CA is back.
+func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bundle), onConnect func()) {
+	failures := 0
+	for ctx.Err() == nil {
+		stream, err := c.api.WatchBundle(ctx, &cav1.WatchBundleRequest{})
+		if err == nil {
+			first := true
+			for {
+				resp, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				if first {
+					first, failures = false, 0
+					if onConnect != nil {
+						onConnect()
+					}
+				}
+				b, berr := bundleFromProto(resp.GetBundle())
+				if berr != nil {
+					c.cfg.Logger.Warn("bad bundle from CA", "error", berr)
+					continue
+				}
+				c.bundle.Store(b)
+				onBundle(b)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		c.cfg.Logger.Debug("bundle stream ended", "error", err, "failures", failures)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(Backoff(failures, 500*time.Millisecond, c.cfg.ReconnectMaxDelay)):
+		}
+	}
+}
+
+// RunAgentSVID renews the agent SVID at half-life (and at once when it has
+// expired), retrying with backoff, until ctx ends.
+func (c *Client) RunAgentSVID(ctx context.Context) {
+	failures := 0
+	for {
+		wait := time.Duration(0)
+		if s := c.svid.Load(); s != nil && failures == 0 {
+			leaf := s.Certificates[0]
+			wait = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2).Sub(c.cfg.Clock())
+		} else if failures > 0 {
+			wait = Backoff(failures, 500*time.Millisecond, time.Minute)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, 0)):
+		}
+		if err := c.Attest(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			c.cfg.Logger.Warn("renew agent SVID", "error", err, "failures", failures)
+			continue
+		}
+		failures = 0
+	}
+}
+
+func svidFromProto(p *cav1.X509SVID, key crypto.Signer) (*x509svid.SVID, error) {
+	if p == nil || len(p.GetCertChain()) == 0 {
+		return nil, errors.New("no certificate in answer")
+	}
+	var der []byte
+	for _, c := range p.GetCertChain() {
+		der = append(der, c...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return x509svid.ParseRaw(der, keyDER)
+}
+
+func bundleFromProto(p *cav1.Bundle) (*x509bundle.Bundle, error) {
+	td, err := spiffeid.TrustDomainFromString(p.GetTrustDomain())
+	if err != nil {
+		return nil, err
+	}
+	var roots []*x509.Certificate
+	for _, der := range p.GetX509Authorities() {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		roots = append(roots, c)
+	}
+	if len(roots) == 0 {
+		return nil, errors.New("empty bundle")
+	}
+	return x509bundle.FromX509Authorities(td, roots), nil
+}

@@ -1,0 +1,48 @@
+package agent
+
+import (
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+type subscription struct {
+	m  *Manager
+	e  *entry
+	ch chan struct{}
+}
+
+func (s *subscription) Updates() <-chan struct{} { return s.ch }
+
+func (s *subscription) SVID() (*x509svid.SVID, error) {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if s.e.svid != nil && s.m.cfg.Clock().Before(s.e.svid.Certificates[0].NotAfter) {
+		return s.e.svid, nil
+	}
+	return nil, s.e.err
+}
+
+func (s *subscription) Bundles() *x509bundle.Set { return s.m.bundles.Load() }
+
+func (s *subscription) Close() {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	delete(s.e.subs, s)
+	if len(s.e.subs) == 0 {
+		s.e.idleAt = s.m.cfg.Clock()
+	}
+}
+
+func (s *subscription) notify() {
+	select {
+	case s.ch <- struct{}{}:
+	default:
+	}
+}
+
+// notify wakes every subscriber of e; the caller holds the manager lock.
+func (e *entry) notify() {
+	for s := range e.subs {
+		s.notify()
+	}
+}
