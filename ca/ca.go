@@ -259,8 +259,9 @@ func (c *CA) sign(ctx context.Context, r leafRequest) (*Issued, error) {
 		SHA256: sum[:], IssuerKeyID: x.KeyID, IssuedAt: c.cfg.Clock(),
 	}
 	if err := c.cfg.Recorder.Record(ctx, rec); err != nil {
-		// The certificate is dropped: nothing leaves unrecorded.
-		return nil, fmt.Errorf("record certificate %s: %w", serial, err)
+		// The certificate is dropped: nothing leaves unrecorded. The
+		// recorder's error names the serial.
+		return nil, fmt.Errorf("issue %s: %w", r.id, err)
 	}
 	chain := make([]*x509.Certificate, 0, 1+len(x.Chain))
 	chain = append(chain, cert)

@@ -323,7 +323,7 @@ func TestSignWorkloadRecorderFails(t *testing.T) {
 	tc.rec.fail(storeDown)
 	issued, err := tc.ca.SignWorkload(context.Background(), workloadReq(t, keyP256))
 	require.ErrorIs(t, err, storeDown)
-	require.ErrorContains(t, err, "record certificate")
+	require.ErrorContains(t, err, "issue spiffe://")
 	require.Nil(t, issued)
 	require.Empty(t, tc.rec.all())
 }

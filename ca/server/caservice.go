@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -55,10 +56,13 @@ type caService struct {
 	agents   []string // "namespace/name" of service accounts that may attest as agents
 	unix     bool     // trust agents' unix attestation (dev and non-Kubernetes hosts)
 	clock    func() time.Time
+	// stopping is closed when the server begins to stop, so that
+	// long-lived streams end and a graceful stop does not wait on them.
+	stopping <-chan struct{}
 }
 
 func (s *caService) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
-	const method = "AttestAgent"
+	const method = "/lanyard.ca.v1.CAService/AttestAgent"
 	issued, err := s.attestAgent(ctx, req)
 	if err != nil {
 		return nil, statusErr(s.log, method, err)
@@ -126,7 +130,7 @@ func (s *caService) agentAllowed(ctx context.Context, id spiffeid.ID) error {
 }
 
 func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDsRequest) (*cav1.BatchSignSVIDsResponse, error) {
-	const method = "BatchSignSVIDs"
+	const method = "/lanyard.ca.v1.CAService/BatchSignSVIDs"
 	agent, err := s.peerAgent(ctx)
 	if err != nil {
 		return nil, statusErr(s.log, method, err)
@@ -147,7 +151,7 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 			if err != nil {
 				st := toStatus(err)
 				res.Code, res.Message = uint32(st.Code()), st.Message()
-				s.metrics.Rejected.WithLabelValues(method+"/entry", st.Code().String()).Inc()
+				s.metrics.Rejected.WithLabelValues(method+":entry", st.Code().String()).Inc()
 				if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
 					s.log.Error("batch entry failed", "agent", agent.String(), "code", st.Code().String(), "error", err)
 				} else {
@@ -200,14 +204,34 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 	default:
 		return nil, fmt.Errorf("%w: entry has neither token nor attested workload", ca.ErrInvalidRequest)
 	}
+	ttl, err := requestTTL(e.GetTtl())
+	if err != nil {
+		return nil, err
+	}
 	release, err := s.limit.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
 	return s.ca.SignWorkload(ctx, ca.WorkloadRequest{
-		Subject: subj, CSR: e.GetCsr(), TTL: e.GetTtl().AsDuration(), Caller: agent.String(),
+		Subject: subj, CSR: e.GetCsr(), TTL: ttl, Caller: agent.String(),
 	})
+}
+
+// requestTTL reads an entry's TTL: absent or zero means the CA default; a
+// negative or malformed duration is a bad request.
+func requestTTL(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, fmt.Errorf("%w: ttl: %v", ca.ErrInvalidRequest, err)
+	}
+	ttl := d.AsDuration()
+	if ttl < 0 {
+		return 0, fmt.Errorf("%w: negative ttl %s", ca.ErrInvalidRequest, ttl)
+	}
+	return ttl, nil
 }
 
 // peerAgent returns the agent SPIFFE ID of the mTLS peer.
@@ -252,6 +276,8 @@ func (s *caService) WatchBundle(_ *cav1.WatchBundleRequest, stream cav1.CAServic
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "CA is shutting down, reconnect")
 		case <-changed:
 		}
 	}

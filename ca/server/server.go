@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	istiopb "istio.io/api/security/v1alpha1"
 
 	"github.com/lanyard-id/lanyard/ca"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
@@ -65,8 +66,11 @@ type Config struct {
 	OverloadWait time.Duration
 	// BundleFile, when set, is kept up to date with the trust bundle (PEM).
 	BundleFile string
-	// Register, when set, registers more services on the gRPC server
-	// (the Istio API).
+	// Istio, when set, serves Istio's certificate API
+	// (/istio.v1.auth.IstioCertificateService/CreateCertificate) on the
+	// same port, sharing the signing limiter with the Lanyard API.
+	Istio *IstioConfig
+	// Register, when set, registers more services on the gRPC server.
 	Register   func(*grpc.Server)
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
@@ -85,6 +89,9 @@ type Server struct {
 	health  *health.Server
 	serving *servingCert
 	metrics *Metrics
+	istio   *istioService // nil unless Config.Istio is set
+	// stopping is closed when Run begins to stop.
+	stopping chan struct{}
 }
 
 // New validates cfg and binds both listeners.
@@ -124,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 	if m == nil {
 		m = NewMetrics(cfg.Registerer)
 	}
-	s := &Server{cfg: cfg, metrics: m, health: health.NewServer()}
+	s := &Server{cfg: cfg, metrics: m, health: health.NewServer(), stopping: make(chan struct{})}
 	s.serving = &servingCert{ca: cfg.CA, keys: cfg.Authority, dns: cfg.ServingDNSNames, ips: cfg.ServingIPs, ttl: cfg.ServingTTL, clock: cfg.Clock}
 
 	tlsCfg := &tls.Config{
@@ -147,11 +154,20 @@ func New(cfg Config) (*Server, error) {
 		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	cav1.RegisterCAServiceServer(s.grpc, &caService{
+	cas := &caService{
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, m), metrics: m, log: cfg.Logger,
 		audience: cfg.AgentAudience, agents: cfg.AgentServiceAccounts, unix: cfg.TrustUnixAttestation, clock: cfg.Clock,
-	})
+	}
+	cav1.RegisterCAServiceServer(s.grpc, cas)
+	if cfg.Istio != nil {
+		is, err := newIstioService(*cfg.Istio, cas, cfg.Clock)
+		if err != nil {
+			return nil, err
+		}
+		s.istio = is
+		istiopb.RegisterIstioCertificateServiceServer(s.grpc, is)
+	}
 	if cfg.Register != nil {
 		cfg.Register(s.grpc)
 	}
@@ -202,6 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error {
 		<-ctx.Done()
 		s.health.Shutdown()
+		close(s.stopping)
 		stopped := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(stopped) }()
 		select {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/kube"
 	"github.com/lanyard-id/lanyard/ca/tokens"
 	"github.com/lanyard-id/lanyard/storage"
 )
@@ -25,7 +26,8 @@ var (
 // DESIGN.md says: bad request or CSR → InvalidArgument; token invalid,
 // expired or wrong audience → Unauthenticated; identity or SAN not allowed
 // → PermissionDenied; overload → ResourceExhausted; store, Vault or
-// Kubernetes down, CA not ready → Unavailable; anything else → Internal
+// Kubernetes down (tokens.ErrUnavailable, kube.ErrUnavailable), CA not
+// ready → Unavailable; anything else → Internal
 // with a generic message. A security failure is never Internal.
 func toStatus(err error) *status.Status {
 	if err == nil {
@@ -38,7 +40,7 @@ func toStatus(err error) *status.Status {
 	case errors.Is(err, ca.ErrInvalidCSR), errors.Is(err, ca.ErrInvalidRequest):
 		return status.New(codes.InvalidArgument, err.Error())
 	case errors.Is(err, tokens.ErrUnavailable), errors.Is(err, storage.ErrUnavailable),
-		errors.Is(err, storage.ErrClosed), errors.Is(err, ca.ErrNotReady):
+		errors.Is(err, storage.ErrClosed), errors.Is(err, ca.ErrNotReady), errors.Is(err, kube.ErrUnavailable):
 		return status.New(codes.Unavailable, "temporarily unavailable, retry")
 	case errors.Is(err, tokens.ErrInvalidToken), errors.Is(err, tokens.ErrExpired),
 		errors.Is(err, tokens.ErrWrongAudience), errors.Is(err, tokens.ErrUnknownCluster),

@@ -113,17 +113,29 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	return &caProcess{store: st, writer: writer, authority: authority, server: srv}, nil
 }
 
-// run starts every part and returns when ctx ends or a part fails.
+// run starts every part and returns when ctx ends or a part fails. It
+// stops in order: the server first (finishing the calls it accepted), then
+// the writer (flushing their records) and the authority, then the store.
 func (p *caProcess) run(ctx context.Context) error {
 	defer p.store.Close()
 	if err := p.authority.Prepare(ctx); err != nil {
 		return fmt.Errorf("prepare CA: %w", err)
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.writer.Run(ctx) })
-	g.Go(func() error { return p.authority.Run(ctx) })
-	g.Go(func() error { return p.server.Run(ctx) })
-	return g.Wait()
+	// The background parts outlive ctx until the server has stopped.
+	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBack()
+	back, backCtx := errgroup.WithContext(backCtx)
+	back.Go(func() error { return p.writer.Run(backCtx) })
+	back.Go(func() error { return p.authority.Run(backCtx) })
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	defer stopSrv()
+	go func() { // a failed background part stops the server too
+		<-backCtx.Done()
+		stopSrv()
+	}()
+	err := p.server.Run(srvCtx)
+	stopBack()
+	return errors.Join(err, back.Wait())
 }
 
 func buildUpstream(cfg FileConfig, td spiffeid.TrustDomain, log *slog.Logger) (upstream.Authority, error) {
