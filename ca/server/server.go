@@ -158,6 +158,7 @@ func New(cfg Config) (*Server, error) {
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, m), metrics: m, log: cfg.Logger,
 		audience: cfg.AgentAudience, agents: cfg.AgentServiceAccounts, unix: cfg.TrustUnixAttestation, clock: cfg.Clock,
+		stopping: s.stopping,
 	}
 	cav1.RegisterCAServiceServer(s.grpc, cas)
 	if cfg.Istio != nil {
