@@ -20,10 +20,14 @@ run: build
 ## test: unit + integration tests (real processes on 127.0.0.1)
 test: build
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd integration/istio && $(GO) test -race -count=1 -timeout 20m ./...
 
+## bench: Go micro-benchmarks, then the issuance benchmark against a real `lanyard dev`
+## (BENCH_FLAGS, e.g. BENCH_FLAGS='--duration 5s'; see `lanyard bench --help`)
+BENCH_FLAGS ?=
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./ca/... ./storage/...
-	$(BIN)/lanyard bench
+	$(BIN)/lanyard bench $(BENCH_FLAGS)
 
 $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o $(TOOLS)/ github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
