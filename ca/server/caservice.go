@@ -59,6 +59,7 @@ type caService struct {
 	// stopping is closed when the server begins to stop, so that
 	// long-lived streams end and a graceful stop does not wait on them.
 	stopping <-chan struct{}
+	banned   *bannedCache
 }
 
 func (s *caService) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
@@ -117,13 +118,11 @@ func (s *caService) agentAllowed(ctx context.Context, id spiffeid.ID) error {
 	if err := s.ca.Policy().AgentAllowed(id); err != nil {
 		return err
 	}
-	rec, err := s.store.GetAgent(ctx, id.String())
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		return nil
-	case err != nil:
-		return fmt.Errorf("look up agent: %w", err)
-	case rec.Banned:
+	banned, err := s.banned.banned(ctx, id)
+	if err != nil {
+		return err
+	}
+	if banned {
 		return fmt.Errorf("%w: agent %s is banned", ca.ErrPermissionDenied, id)
 	}
 	return nil
@@ -177,6 +176,12 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 			iss, err = nil, errors.New("panic in batch entry")
 		}
 	}()
+	// The slot covers the token verification too: it is half the work.
+	release, err := s.limit.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var subj ca.Subject
 	switch c := e.GetCaller().(type) {
 	case *cav1.SVIDRequest_Token:
@@ -208,11 +213,6 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.limit.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	return s.ca.SignWorkload(ctx, ca.WorkloadRequest{
 		Subject: subj, CSR: e.GetCsr(), TTL: ttl, Caller: agent.String(),
 	})

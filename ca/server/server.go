@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -61,9 +62,12 @@ type Config struct {
 	// unix attestor (dev mode, non-Kubernetes hosts).
 	TrustUnixAttestation bool
 	// MaxInFlight signing operations (default 64×GOMAXPROCS); a request
-	// waiting longer than OverloadWait (default 2s) gets ResourceExhausted.
+	// waiting longer than OverloadWait (default 5s) gets ResourceExhausted.
 	MaxInFlight  int
 	OverloadWait time.Duration
+	// Profiling serves net/http/pprof under /debug/pprof/ on the HTTP
+	// address (off by default: it exposes internals).
+	Profiling bool
 	// BundleFile, when set, is kept up to date with the trust bundle (PEM).
 	BundleFile string
 	// Istio, when set, serves Istio's certificate API
@@ -115,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxInFlight = 64 * runtime.GOMAXPROCS(0)
 	}
 	if cfg.OverloadWait == 0 {
-		cfg.OverloadWait = 2 * time.Second
+		cfg.OverloadWait = 5 * time.Second
 	}
 	if cfg.Registerer == nil {
 		reg := prometheus.NewRegistry()
@@ -158,7 +162,7 @@ func New(cfg Config) (*Server, error) {
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, m), metrics: m, log: cfg.Logger,
 		audience: cfg.AgentAudience, agents: cfg.AgentServiceAccounts, unix: cfg.TrustUnixAttestation, clock: cfg.Clock,
-		stopping: s.stopping,
+		stopping: s.stopping, banned: newBannedCache(cfg.Store, cfg.Clock),
 	}
 	cav1.RegisterCAServiceServer(s.grpc, cas)
 	if cfg.Istio != nil {
@@ -180,6 +184,11 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	if cfg.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	var err error

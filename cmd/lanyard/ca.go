@@ -34,6 +34,7 @@ type caProcess struct {
 	writer    *storage.Writer
 	authority *ca.Authority
 	server    *server.Server
+	istio     *istioParts // nil when Istio is off
 }
 
 // buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
@@ -99,18 +100,24 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	for _, s := range cfg.ServingIPs {
 		ips = append(ips, net.ParseIP(s))
 	}
+	istio, err := buildIstio(cfg, issuer, authority, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	srv, err := server.New(server.Config{
 		Addr: cfg.ListenAddr, HTTPAddr: cfg.HTTPAddr, CA: issuer, Authority: authority, Tokens: clusters, Store: st,
 		ServingDNSNames: cfg.ServingDNSNames, ServingIPs: ips,
 		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
-		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile,
+		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile, Profiling: cfg.Profiling,
 		Registerer: reg, Gatherer: reg, Metrics: metrics, Logger: log.With("component", "server"),
+		Istio: istio.serverConfig(),
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, server: srv}, nil
+	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -127,6 +134,9 @@ func (p *caProcess) run(ctx context.Context) error {
 	back, backCtx := errgroup.WithContext(backCtx)
 	back.Go(func() error { return p.writer.Run(backCtx) })
 	back.Go(func() error { return p.authority.Run(backCtx) })
+	for _, run := range p.istio.runners() {
+		back.Go(func() error { return run(backCtx) })
+	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	defer stopSrv()
 	go func() { // a failed background part stops the server too

@@ -48,10 +48,14 @@ type FileConfig struct {
 		TrustUnixAttestation bool `yaml:"trustUnixAttestation"`
 	} `yaml:"agents"`
 	Policy ca.Policy `yaml:"policy"`
+	// Profiling serves /debug/pprof/ on the HTTP address.
+	Profiling bool `yaml:"profiling"`
 	Log    struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"` // "text" or "json"
 	} `yaml:"log"`
+	// Istio turns on Istio's certificate API (see istio.go, docs/istio.md).
+	Istio IstioConfig `yaml:"istio"`
 }
 
 // UpstreamConfig selects where the root comes from.
@@ -103,6 +107,7 @@ func defaultConfig() FileConfig {
 	c.Agents.ServiceAccounts = []string{"lanyard/lanyard-agent"}
 	c.Log.Level = "info"
 	c.Log.Format = "text"
+	c.Istio = defaultIstioConfig()
 	return c
 }
 
@@ -149,5 +154,5 @@ func (c *FileConfig) validate() error {
 			return fmt.Errorf("config: servingIPs: %q is not an IP", ip)
 		}
 	}
-	return nil
+	return c.Istio.validate(c.Clusters)
 }

@@ -70,7 +70,12 @@ func runDev(ctx context.Context, dir, grpcAddr, httpAddr, td, logLevel string) e
 	cfg.ServingIPs = []string{"127.0.0.1", "::1"}
 	cfg.Agents.ServiceAccounts = []string{devAgentNS + "/" + devAgentSA}
 	cfg.Agents.TrustUnixAttestation = true
+	cfg.Profiling = true // loopback only, dev only
 	cfg.Clusters = []ClusterConfig{{Name: devCluster, Issuer: iss.Issuer(), JWKSFile: iss.JWKSPath()}}
+	// Istio's API too (audience istio-ca): istio-agent sends its cluster
+	// name, "Kubernetes" unless set, as ClusterID.
+	cfg.Istio.Enabled = true
+	cfg.Istio.ClusterAliases = map[string]string{"Kubernetes": devCluster}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -117,6 +122,9 @@ Lanyard dev mode — DEVELOPMENT ONLY, do not use in production
 Mint a workload token and fetch the bundle:
   lanyard dev token --dir %s --namespace default --service-account default --node dev-node
   grpcurl -cacert %s -d '{}' %s lanyard.ca.v1.CAService/GetBundle
+
+Istio's CA API (istio.v1.auth.IstioCertificateService) is on the same port
+(CA_ADDR); its tokens need audience istio-ca: lanyard dev token --audience istio-ca ...
 
 Press Ctrl-C to stop.
 `, p.server.Addr(), p.server.HTTPAddr(), filepath.Join(dir, "bundle.pem"), filepath.Join(dir, "lanyard.db"),
