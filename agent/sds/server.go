@@ -1,0 +1,204 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lanyard-id/lanyard/agent"
+)
+
+// Identifier tells which workload is calling, from the call's context
+// (agent/attest.Identifier: a bearer token in the metadata, else the
+// attested socket peer). It returns an error wrapping
+// agent.ErrNotIdentified when it cannot tell.
+type Identifier interface {
+	Identify(ctx context.Context) (agent.Workload, error)
+}
+
+// DefaultFetchTimeout bounds how long FetchSecrets waits for a workload's
+// first SVID.
+const DefaultFetchTimeout = 5 * time.Second
+
+// Config configures a Server.
+type Config struct {
+	// Identifier identifies callers. Required.
+	Identifier Identifier
+	// Identities hands out SVID subscriptions (*agent.Manager). Required.
+	Identities agent.Identities
+	// Log receives protocol events: NACKs, unknown names, refusals.
+	// Default: discard.
+	Log *slog.Logger
+	// Metrics, optional.
+	Metrics *Metrics
+	// FetchTimeout bounds how long FetchSecrets waits for a pending first
+	// SVID or bundle. Default DefaultFetchTimeout.
+	FetchTimeout time.Duration
+}
+
+// Server serves Envoy SDS v3 (secretv3.SecretDiscoveryServiceServer).
+type Server struct {
+	secretv3.UnimplementedSecretDiscoveryServiceServer
+	cfg Config
+	log *slog.Logger
+}
+
+var _ secretv3.SecretDiscoveryServiceServer = (*Server)(nil)
+
+// New checks cfg, fills its defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Identifier == nil {
+		return nil, errors.New("sds: Identifier is required")
+	}
+	if cfg.Identities == nil {
+		return nil, errors.New("sds: Identities is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	return &Server{cfg: cfg, log: cfg.Log}, nil
+}
+
+// Register adds the SDS service to a gRPC server (the agent's socket).
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	secretv3.RegisterSecretDiscoveryServiceServer(r, s)
+}
+
+// StreamSecrets serves one SotW SDS stream: see the package docs for the
+// protocol.
+func (s *Server) StreamSecrets(ss grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	ctx := ss.Context()
+	w, sub, err := s.subscribe(ctx, "StreamSecrets")
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	s.cfg.Metrics.streamOpened()
+	defer s.cfg.Metrics.streamClosed()
+
+	st := &stream{
+		ss:      ss,
+		sub:     sub,
+		caller:  w.ID,
+		log:     s.log.With("method", "StreamSecrets", "spiffe_id", w.ID.String()),
+		metrics: s.cfg.Metrics,
+	}
+	return st.run(ctx)
+}
+
+// FetchSecrets answers the current state of the requested resources. A
+// first SVID or bundle still pending is waited for, up to FetchTimeout;
+// when it stays pending the answer is Unavailable, never an empty
+// certificate.
+func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	if err := checkTypeURL(req); err != nil {
+		return nil, err
+	}
+	w, sub, err := s.subscribe(ctx, "FetchSecrets")
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	log := s.log.With("method", "FetchSecrets", "spiffe_id", w.ID.String())
+
+	names := normalize(req.GetResourceNames())
+	wait, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
+	defer cancel()
+	var a answer
+	for {
+		svid, err := sub.SVID()
+		if err != nil {
+			log.Warn("identity refused", "error", err)
+			return nil, toStatus(err)
+		}
+		a, err = resolve(names, view{caller: w.ID, svid: svid, bundles: sub.Bundles()})
+		if err != nil {
+			log.Error("build secrets", "error", err)
+			return nil, status.Error(codes.Internal, "internal error")
+		}
+		if len(a.pending) == 0 {
+			break
+		}
+		select {
+		case <-sub.Updates():
+			continue
+		case <-wait.Done():
+		}
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		log.Warn("secrets not ready", "pending", a.pending)
+		return nil, status.Error(codes.Unavailable, "secrets not ready yet")
+	}
+	if len(a.omitted) > 0 {
+		log.Warn("resources not served", "names", a.omitted)
+	}
+	s.cfg.Metrics.served(a)
+	return &discoveryv3.DiscoveryResponse{
+		VersionInfo: a.version,
+		Resources:   a.resources,
+		TypeUrl:     SecretTypeURL,
+	}, nil
+}
+
+// DeltaSecrets is not served: Envoy uses StreamSecrets unless configured
+// for delta xDS.
+func (s *Server) DeltaSecrets(grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return status.Error(codes.Unimplemented, "delta SDS is not supported; use StreamSecrets")
+}
+
+// subscribe identifies the caller and subscribes to its identity.
+func (s *Server) subscribe(ctx context.Context, method string) (agent.Workload, agent.Subscription, error) {
+	w, err := s.cfg.Identifier.Identify(ctx)
+	if err != nil {
+		s.log.Warn("workload not identified", "method", method, "error", err)
+		return agent.Workload{}, nil, toStatus(err)
+	}
+	if w.ID.IsZero() {
+		s.log.Error("identifier returned no SPIFFE ID", "method", method)
+		return agent.Workload{}, nil, status.Error(codes.PermissionDenied, "workload could not be identified")
+	}
+	sub, err := s.cfg.Identities.Subscribe(ctx, w)
+	if err != nil {
+		s.log.Warn("subscribe", "method", method, "spiffe_id", w.ID.String(), "error", err)
+		return agent.Workload{}, nil, toStatus(err)
+	}
+	return w, sub, nil
+}
+
+// toStatus is the one mapping from errors to gRPC status at this boundary.
+// The client gets a short message; the details were logged.
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, agent.ErrNotIdentified):
+		return status.Error(codes.PermissionDenied, "workload could not be identified")
+	case errors.Is(err, agent.ErrDenied):
+		return status.Error(codes.PermissionDenied, "identity refused by the CA")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	if st, ok := status.FromError(err); ok {
+		return status.Error(st.Code(), st.Code().String())
+	}
+	return status.Error(codes.Internal, "internal error")
+}
+
+func checkTypeURL(req *discoveryv3.DiscoveryRequest) error {
+	if t := req.GetTypeUrl(); t != "" && t != SecretTypeURL {
+		return status.Error(codes.InvalidArgument, fmt.Sprintf("type_url %q is not %s", t, SecretTypeURL))
+	}
+	return nil
+}
