@@ -27,7 +27,10 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.cfg.Clock()
-	m.dirty = true
+	if rpcErr == nil && len(results) != len(batch) {
+		// A Signer that answers short must not crash the agent.
+		rpcErr = status.Errorf(codes.Internal, "CA answered %d results for %d requests", len(results), len(batch))
+	}
 	for i, e := range batch {
 		e.inFlight = false
 		var code codes.Code
@@ -45,12 +48,16 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 					code, msg = codes.Internal, err.Error()
 				} else if svid.ID != e.workload.ID {
 					code, msg = codes.Internal, fmt.Sprintf("CA issued %s, asked for %s", svid.ID, e.workload.ID)
+				} else if !now.Before(svid.Certificates[0].NotAfter) {
+					// Clock skew: renewing it at once would loop.
+					code, msg = codes.Internal, fmt.Sprintf("CA issued an SVID that expired at %s", svid.Certificates[0].NotAfter)
 				}
 			}
 		}
 		if code == codes.OK {
 			e.svid, e.err, e.failures = svid, nil, 0
-			e.renewAt = renewalTime(svid.Certificates[0])
+			e.renewAt = renewalTime(svid.Certificates[0], now)
+			m.dirty = true
 			m.cfg.Metrics.Rotations.Inc()
 			e.notify()
 			continue
@@ -65,6 +72,7 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 			if e.svid == nil || !now.Before(e.svid.Certificates[0].NotAfter) {
 				e.svid = nil
 				e.err = fmt.Errorf("%w: %s: %s", ErrDenied, code, msg)
+				m.dirty = true
 				e.notify()
 			}
 		default:
@@ -74,8 +82,15 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 	}
 }
 
-// renewalTime is half-life ± 10 %.
-func renewalTime(leaf *x509.Certificate) time.Time {
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	return leaf.NotBefore.Add(jitter(life/2, 0.1))
+// renewalTime is half-life ± 10 %, counted from when the agent got the
+// certificate (got) when that is after NotBefore: the CA backdates
+// NotBefore for clock skew, which would otherwise put the half-life of a
+// short-lived SVID in the past and renew it in a loop. For an SVID whose
+// receipt time is unknown (loaded from disk) pass its NotBefore.
+func renewalTime(leaf *x509.Certificate, got time.Time) time.Time {
+	start := leaf.NotBefore
+	if got.After(start) && got.Before(leaf.NotAfter) {
+		start = got
+	}
+	return start.Add(jitter(leaf.NotAfter.Sub(start)/2, 0.1))
 }

@@ -157,10 +157,17 @@ func (c *Client) Attest(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("attest agent: %w", err)
 	}
-	if b, err := bundleFromProto(resp.GetBundle()); err == nil {
+	if na := svid.Certificates[0].NotAfter; !c.cfg.Clock().Before(na) {
+		// Clock skew: renewing it at once would loop.
+		return fmt.Errorf("attest agent: the CA issued an SVID that expired at %s", na)
+	}
+	if b, err := bundleFromProto(resp.GetBundle()); err == nil && b.TrustDomain() == c.cfg.TrustDomain {
 		c.bundle.Store(b)
 	}
 	c.svid.Store(svid)
+	// A handshake that failed before (no or an expired agent SVID) left the
+	// mTLS connection backing off; with the new SVID, reconnect now.
+	c.conn.ResetConnectBackoff()
 	c.cfg.Logger.Info("agent attested", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
 	return nil
 }
@@ -199,6 +206,10 @@ func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bund
 					}
 				}
 				b, berr := bundleFromProto(resp.GetBundle())
+				if berr == nil && b.TrustDomain() != c.cfg.TrustDomain {
+					// It would replace the roots the CA is checked against.
+					berr = fmt.Errorf("bundle of trust domain %s, want %s", b.TrustDomain(), c.cfg.TrustDomain)
+				}
 				if berr != nil {
 					c.cfg.Logger.Warn("bad bundle from CA", "error", berr)
 					continue
@@ -220,16 +231,18 @@ func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bund
 	}
 }
 
-// RunAgentSVID renews the agent SVID at half-life (and at once when it has
-// expired), retrying with backoff, until ctx ends.
+// RunAgentSVID renews the agent SVID at half-life ± 10 % (and at once when
+// it has expired), retrying with backoff, until ctx ends. An SVID present
+// when it starts counts as just received (Attest was called before).
 func (c *Client) RunAgentSVID(ctx context.Context) {
 	failures := 0
+	var renewAt time.Time // zero: attest now
+	if s := c.svid.Load(); s != nil {
+		renewAt = renewalTime(s.Certificates[0], c.cfg.Clock())
+	}
 	for {
-		wait := time.Duration(0)
-		if s := c.svid.Load(); s != nil && failures == 0 {
-			leaf := s.Certificates[0]
-			wait = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2).Sub(c.cfg.Clock())
-		} else if failures > 0 {
+		wait := renewAt.Sub(c.cfg.Clock())
+		if failures > 0 {
 			wait = Backoff(failures, 500*time.Millisecond, time.Minute)
 		}
 		select {
@@ -246,6 +259,8 @@ func (c *Client) RunAgentSVID(ctx context.Context) {
 			continue
 		}
 		failures = 0
+		// From receipt, not NotBefore: the CA backdates it for clock skew.
+		renewAt = renewalTime(c.svid.Load().Certificates[0], c.cfg.Clock())
 	}
 }
 

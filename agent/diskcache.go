@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -142,19 +145,19 @@ func (m *Manager) loadCache() {
 		roots = append(roots, c)
 	}
 	bundle := x509bundle.FromX509Authorities(m.cfg.TrustDomain, roots)
-	m.bundles.Store(x509bundle.NewSet(bundle))
+	if len(roots) > 0 {
+		m.bundles.Store(x509bundle.NewSet(bundle))
+	}
 	now := m.cfg.Clock()
 	loaded := 0
 	for _, ce := range body.Entries {
-		svid, err := cachedSVID(ce, bundle)
+		svid, err := cachedSVID(ce, bundle, now)
 		if err != nil {
 			m.cfg.Logger.Warn("discarding cached SVID", "spiffe_id", ce.ID, "error", err)
 			continue
 		}
-		if !now.Before(svid.Certificates[0].NotAfter) {
-			continue
-		}
-		e := &entry{key: ce.Key, svid: svid, subs: map[*subscription]struct{}{}, idleAt: now, renewAt: renewalTime(svid.Certificates[0])}
+		leaf := svid.Certificates[0]
+		e := &entry{key: ce.Key, svid: svid, subs: map[*subscription]struct{}{}, idleAt: now, renewAt: renewalTime(leaf, leaf.NotBefore)}
 		e.workload.ID = svid.ID
 		e.workload.Attested = ce.Attested
 		m.entries[ce.Key] = e
@@ -164,7 +167,21 @@ func (m *Manager) loadCache() {
 }
 
 func readCache(path string, td spiffeid.TrustDomain) (*cacheBody, error) {
-	data, err := os.ReadFile(path)
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	// The file vouches for its own bundle: only a file nobody else could
+	// have written (or read: its keys) is trusted.
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("mode %s: the cache must be a regular file, 0600", fi.Mode())
+	}
+	data, err := io.ReadAll(fh)
 	if err != nil {
 		return nil, err
 	}
@@ -189,9 +206,10 @@ func readCache(path string, td spiffeid.TrustDomain) (*cacheBody, error) {
 	return &body, nil
 }
 
-// cachedSVID parses an entry and checks it: the key matches the leaf and
-// the chain verifies against the cached bundle.
-func cachedSVID(ce cacheEntry, bundle *x509bundle.Bundle) (*x509svid.SVID, error) {
+// cachedSVID parses an entry and checks it: the key matches the leaf, the
+// entry is keyed for this SVID's workload, and the chain verifies against
+// the cached bundle now (so an expired SVID is refused too).
+func cachedSVID(ce cacheEntry, bundle *x509bundle.Bundle, now time.Time) (*x509svid.SVID, error) {
 	var der []byte
 	for _, c := range ce.Chain {
 		der = append(der, c...)
@@ -203,7 +221,15 @@ func cachedSVID(ce cacheEntry, bundle *x509bundle.Bundle) (*x509svid.SVID, error
 	if svid.ID.String() != ce.ID {
 		return nil, fmt.Errorf("entry says %s, certificate says %s", ce.ID, svid.ID)
 	}
-	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
+	// An entry keyed for another credential would be served to it.
+	if ce.Attested != nil {
+		if want := entryKey(Workload{ID: svid.ID, Attested: ce.Attested}); ce.Key != want {
+			return nil, fmt.Errorf("entry key %q does not match its workload", ce.Key)
+		}
+	} else if hash, ok := strings.CutPrefix(ce.Key, svid.ID.String()+"|token|"); !ok || len(hash) != 32 {
+		return nil, fmt.Errorf("entry key %q does not match its workload", ce.Key)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, bundle, x509svid.WithTime(now)); err != nil {
 		return nil, err
 	}
 	return svid, nil

@@ -116,6 +116,10 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 // SetBundle replaces the bundle of b's trust domain and notifies every
 // subscriber at once.
 func (m *Manager) SetBundle(b *x509bundle.Bundle) {
+	// The lock makes the read-modify-write atomic: concurrent calls for
+	// different trust domains must not lose one another's bundle.
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	old := m.bundles.Load()
 	if cur, ok := old.Get(b.TrustDomain()); ok && cur.Equal(b) {
 		return
@@ -123,8 +127,6 @@ func (m *Manager) SetBundle(b *x509bundle.Bundle) {
 	set := x509bundle.NewSet(old.Bundles()...)
 	set.Add(b)
 	m.bundles.Store(set)
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.dirty = true
 	for _, e := range m.entries {
 		e.notify()
@@ -198,6 +200,8 @@ func (m *Manager) wake() {
 func (m *Manager) Run(ctx context.Context) error {
 	sem := make(chan struct{}, m.cfg.MaxInFlight)
 	var wg sync.WaitGroup
+	// Last, once the batches in flight are done: keep what they brought.
+	defer m.persist()
 	defer wg.Wait()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -325,7 +329,14 @@ func (m *Manager) sign(ctx context.Context, batch []*entry) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	results, err := m.cfg.Signer.BatchSign(cctx, reqs)
+	if err != nil && ctx.Err() != nil {
+		m.release(batch) // shutting down: not a renewal failure
+		return
+	}
 	m.apply(batch, keys, results, err)
+	// Run sleeps on a deadline computed while this batch was in flight:
+	// wake it so that retries, persistence and gauges follow at once.
+	m.wake()
 }
 
 func newCSR(id spiffeid.ID) (*ecdsa.PrivateKey, []byte, error) {
