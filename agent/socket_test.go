@@ -120,3 +120,25 @@ func TestListenSocketRefusesFileAsDir(t *testing.T) {
 	_, err := ListenSocket(filepath.Join(file, "agent.sock"), 0o600)
 	require.Error(t, err)
 }
+
+func TestListenSocketRefusesSocketInUse(t *testing.T) {
+	path := filepath.Join(shortTempDir(t), "agent.sock")
+	l, err := ListenSocket(path, 0o600)
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = ListenSocket(path, 0o600)
+	require.ErrorContains(t, err, "in use")
+	// The first listener still serves.
+	c, err := net.Dial("unix", path)
+	require.NoError(t, err)
+	c.Close()
+}
+
+func TestListenSocketCloseRemovesFile(t *testing.T) {
+	path := filepath.Join(shortTempDir(t), "agent.sock")
+	l, err := ListenSocket(path, 0o600)
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	_, err = os.Lstat(path)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+}
