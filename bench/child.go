@@ -48,7 +48,7 @@ func startCA(binary, dir string) (*caProcess, error) {
 	defer logf.Close() // the child has its own descriptor
 	fmt.Fprintf(logf, "--- lanyard dev --grpc-addr %s --http-addr %s (started by lanyard bench at %s)\n",
 		grpcAddr, httpAddr, time.Now().Format(time.RFC3339))
-	cmd := exec.Command(binary, "dev", "--dir", dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--log-level", "warn")
+	cmd := exec.Command(binary, "dev", "--dir", dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--agent=false", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,11 +20,13 @@ const (
 	devCluster = "dev"
 	devAgentNS = "lanyard"
 	devAgentSA = "lanyard-agent"
+	devNode    = "dev-node"
 )
 
 func devCmd() *cobra.Command {
 	var (
-		dir, grpcAddr, httpAddr, td, logLevel string
+		dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
+		withAgent                                            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -32,7 +36,10 @@ and a DEVELOPMENT-ONLY token issuer whose keys the CA trusts. Mint tokens with
 'lanyard dev token'. Never use dev mode in production: anyone who can read the
 issuer key in --dir can mint any identity.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), dir, grpcAddr, httpAddr, td, logLevel)
+			if !withAgent {
+				agentHTTPAddr = ""
+			}
+			return runDev(cmd.Context(), dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel)
 		},
 	}
 	f := cmd.Flags()
@@ -40,12 +47,14 @@ issuer key in --dir can mint any identity.`,
 	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:8443", "CA gRPC/TLS address")
 	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:9090", "health and metrics address")
 	f.StringVar(&td, "trust-domain", "cluster.local", "trust domain")
+	f.BoolVar(&withAgent, "agent", true, "also run a node agent (socket DIR/agent.sock)")
+	f.StringVar(&agentHTTPAddr, "agent-http-addr", "127.0.0.1:9091", "node agent health and metrics address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.AddCommand(devTokenCmd())
 	return cmd
 }
 
-func runDev(ctx context.Context, dir, grpcAddr, httpAddr, td, logLevel string) error {
+func runDev(ctx context.Context, dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string) error {
 	log, err := newLogger(logLevel, "text")
 	if err != nil {
 		return err
@@ -83,22 +92,66 @@ func runDev(ctx context.Context, dir, grpcAddr, httpAddr, td, logLevel string) e
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
 	go func() { errc <- p.run(ctx) }()
-	if err := waitReady(ctx, p, errc); err != nil {
+	if err := waitReady(ctx, p, cfg.BundleFile, errc); err != nil {
 		return err
 	}
-	printDevBanner(dir, p)
-	return <-errc
+	if agentHTTPAddr == "" { // --agent=false: the CA alone
+		printDevBanner(dir, p, nil)
+		err := <-errc
+		return err
+	}
+	ag, err := buildDevAgent(dir, td, p.server.Addr().String(), agentHTTPAddr, iss, log)
+	if err != nil {
+		cancel()
+		<-errc
+		return err
+	}
+	go func() { errc <- ag.run(ctx) }()
+	printDevBanner(dir, p, ag)
+	err = <-errc
+	cancel()
+	return errors.Join(err, <-errc)
 }
 
-// waitReady waits until the first intermediate and bundle file exist.
-func waitReady(ctx context.Context, p *caProcess, errc <-chan error) error {
+// buildDevAgent wires a node agent beside the dev CA: socket DIR/agent.sock
+// (0600), the unix attestor mapping the invoking user to default/default,
+// its own token minted by the dev issuer for lanyard/lanyard-agent on node
+// dev-node, and a disk cache in DIR.
+func buildDevAgent(dir, td, caAddr, httpAddr string, iss *tokens.DevIssuer, log *slog.Logger) (*agentProcess, error) {
+	cfg := defaultAgentConfig()
+	cfg.CAAddr, cfg.TrustDomain = caAddr, td
+	cfg.BundleFile = filepath.Join(dir, "bundle.pem")
+	cfg.SocketPath = filepath.Join(dir, "agent.sock")
+	cfg.SocketMode = "0600"
+	cfg.HTTPAddr = httpAddr
+	cfg.CacheFile = filepath.Join(dir, "agent", "svids.json")
+	cfg.Cluster = devCluster
+	uid := uint32(os.Getuid())
+	cfg.Attestors.Unix = &struct {
+		Rules []UnixRuleConfig `yaml:"rules"`
+	}{Rules: []UnixRuleConfig{{UID: &uid, Namespace: "default", ServiceAccount: "default"}}}
+	token := func() (string, error) {
+		return iss.Mint(tokens.DevClaims{
+			Namespace: devAgentNS, ServiceAccount: devAgentSA, Audiences: []string{"lanyard"},
+			PodName: "lanyard-agent-dev", NodeName: devNode,
+		})
+	}
+	return buildAgent(cfg, log.With("process", "agent"), token)
+}
+
+// waitReady waits until the first intermediate and the bundle file exist.
+func waitReady(ctx context.Context, p *caProcess, bundleFile string, errc <-chan error) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if _, err := p.authority.Current(); err == nil {
-			return nil
+			if _, err := os.Stat(bundleFile); err == nil {
+				return nil
+			}
 		}
 		select {
 		case err := <-errc:
@@ -110,25 +163,37 @@ func waitReady(ctx context.Context, p *caProcess, errc <-chan error) error {
 	}
 }
 
-func printDevBanner(dir string, p *caProcess) {
+func printDevBanner(dir string, p *caProcess, ag *agentProcess) {
+	bundle := filepath.Join(dir, "bundle.pem")
+	if ag == nil {
+		fmt.Printf("\nLanyard dev mode (CA only) — DEVELOPMENT ONLY\n  CA gRPC (TLS)  %s\n  CA HTTP        http://%s\n  trust bundle   %s\n\n",
+			p.server.Addr(), p.server.HTTPAddr(), bundle)
+		return
+	}
 	fmt.Printf(`
 Lanyard dev mode — DEVELOPMENT ONLY, do not use in production
-  CA gRPC (TLS)      %s
-  health & metrics   http://%s/healthz  /readyz  /metrics
-  trust bundle       %s
-  store (SQLite)     %s
-  dev token issuer   %s (keys in %s)
+  CA gRPC (TLS)        %s
+  CA health, metrics   http://%s/healthz  /readyz  /metrics
+  node agent socket    %s   (Envoy SDS + SPIFFE Workload API)
+  agent health         http://%s/healthz  /readyz  /metrics
+  trust bundle         %s
+  store (SQLite)       %s
+  dev token issuer     %s (keys in %s)
 
-Mint a workload token and fetch the bundle:
-  lanyard dev token --dir %s --namespace default --service-account default --node dev-node
+Your user (uid %d) is attested as spiffe://%s/ns/default/sa/default. Try:
+  SPIFFE_ENDPOINT_SOCKET=unix://%s go run ./examples/mtls
+
+Mint a workload token, or fetch the bundle from the CA:
+  lanyard dev token --dir %s --namespace default --service-account default --node %s
   grpcurl -cacert %s -d '{}' %s lanyard.ca.v1.CAService/GetBundle
 
-Istio's CA API (istio.v1.auth.IstioCertificateService) is on the same port
+Istio's CA API (istio.v1.auth.IstioCertificateService) is on the CA port
 (CA_ADDR); its tokens need audience istio-ca: lanyard dev token --audience istio-ca ...
 
 Press Ctrl-C to stop.
-`, p.server.Addr(), p.server.HTTPAddr(), filepath.Join(dir, "bundle.pem"), filepath.Join(dir, "lanyard.db"),
-		devIssuer, filepath.Join(dir, tokens.DevIssuerJWKSFile), dir, filepath.Join(dir, "bundle.pem"), p.server.Addr())
+`, p.server.Addr(), p.server.HTTPAddr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle, filepath.Join(dir, "lanyard.db"),
+		devIssuer, filepath.Join(dir, tokens.DevIssuerJWKSFile), os.Getuid(), ag.cfg.TrustDomain, ag.cfg.SocketPath,
+		dir, devNode, bundle, p.server.Addr())
 }
 
 func devTokenCmd() *cobra.Command {

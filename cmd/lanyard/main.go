@@ -30,7 +30,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(caCmd(), devCmd(), benchCmd())
+	root.AddCommand(caCmd(), agentCmd(), devCmd(), benchCmd())
 	return root
 }
 

@@ -52,14 +52,20 @@ type Options struct {
 	StopGrace time.Duration
 }
 
+// SocketPath is the node agent's Unix socket (SDS + Workload API).
+func (d *Dev) SocketPath() string { return filepath.Join(d.Dir, "agent.sock") }
+
 // Dev is a running `lanyard dev` process.
 type Dev struct {
 	// Dir is the state directory (root, store, dev issuer key, bundle.pem).
 	Dir         string
 	TrustDomain spiffeid.TrustDomain
-	// GRPCAddr and HTTPAddr are the 127.0.0.1 addresses it listens on.
-	GRPCAddr string
-	HTTPAddr string
+	// GRPCAddr and HTTPAddr are the CA's 127.0.0.1 addresses;
+	// AgentHTTPAddr is the node agent's health and metrics address. The
+	// agent's socket is SocketPath().
+	GRPCAddr      string
+	HTTPAddr      string
+	AgentHTTPAddr string
 	// LogPath holds the process's stdout and stderr.
 	LogPath string
 
@@ -113,7 +119,7 @@ func StartDev(t testing.TB, opts Options) *Dev {
 }
 
 func startDev(t testing.TB, bin, logDir string, td spiffeid.TrustDomain, opts Options) (*Dev, error) {
-	addrs, err := freeAddrs(2)
+	addrs, err := freeAddrs(3)
 	if err != nil {
 		return &Dev{}, err
 	}
@@ -123,11 +129,11 @@ func startDev(t testing.TB, bin, logDir string, td spiffeid.TrustDomain, opts Op
 	}
 	defer logFile.Close() // the child has its own descriptor
 	d := &Dev{
-		Dir: opts.Dir, TrustDomain: td, GRPCAddr: addrs[0], HTTPAddr: addrs[1],
+		Dir: opts.Dir, TrustDomain: td, GRPCAddr: addrs[0], HTTPAddr: addrs[1], AgentHTTPAddr: addrs[2],
 		LogPath: logFile.Name(), grace: opts.StopGrace, done: make(chan struct{}),
 	}
 	args := []string{
-		"dev", "--dir", opts.Dir, "--grpc-addr", d.GRPCAddr, "--http-addr", d.HTTPAddr,
+		"dev", "--dir", opts.Dir, "--grpc-addr", d.GRPCAddr, "--http-addr", d.HTTPAddr, "--agent-http-addr", d.AgentHTTPAddr,
 		"--trust-domain", td.Name(), "--log-level", "debug",
 	}
 	d.cmd = exec.Command(bin, append(args, opts.Args...)...)
