@@ -27,6 +27,7 @@ func devCmd() *cobra.Command {
 	var (
 		dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 		withAgent                                            bool
+		svidTTL                                              time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -39,7 +40,8 @@ issuer key in --dir can mint any identity.`,
 			if !withAgent {
 				agentHTTPAddr = ""
 			}
-			return runDev(cmd.Context(), dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel)
+			return runDev(cmd.Context(), devOptions{dir: dir, grpcAddr: grpcAddr, httpAddr: httpAddr,
+				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL})
 		},
 	}
 	f := cmd.Flags()
@@ -47,6 +49,7 @@ issuer key in --dir can mint any identity.`,
 	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:8443", "CA gRPC/TLS address")
 	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:9090", "health and metrics address")
 	f.StringVar(&td, "trust-domain", "cluster.local", "trust domain")
+	f.DurationVar(&svidTTL, "svid-ttl", 0, "TTL the dev agent asks for workload SVIDs (0: the CA default, 1h)")
 	f.BoolVar(&withAgent, "agent", true, "also run a node agent (socket DIR/agent.sock)")
 	f.StringVar(&agentHTTPAddr, "agent-http-addr", "127.0.0.1:9091", "node agent health and metrics address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -54,7 +57,13 @@ issuer key in --dir can mint any identity.`,
 	return cmd
 }
 
-func runDev(ctx context.Context, dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string) error {
+type devOptions struct {
+	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
+	svidTTL                                              time.Duration
+}
+
+func runDev(ctx context.Context, o devOptions) error {
+	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel := o.dir, o.grpcAddr, o.httpAddr, o.agentHTTPAddr, o.td, o.logLevel
 	log, err := newLogger(logLevel, "text")
 	if err != nil {
 		return err
@@ -104,7 +113,7 @@ func runDev(ctx context.Context, dir, grpcAddr, httpAddr, agentHTTPAddr, td, log
 		err := <-errc
 		return err
 	}
-	ag, err := buildDevAgent(dir, td, p.server.Addr().String(), agentHTTPAddr, iss, log)
+	ag, err := buildDevAgent(dir, td, p.server.Addr().String(), agentHTTPAddr, o.svidTTL, iss, log)
 	if err != nil {
 		cancel()
 		<-errc
@@ -121,8 +130,9 @@ func runDev(ctx context.Context, dir, grpcAddr, httpAddr, agentHTTPAddr, td, log
 // (0600), the unix attestor mapping the invoking user to default/default,
 // its own token minted by the dev issuer for lanyard/lanyard-agent on node
 // dev-node, and a disk cache in DIR.
-func buildDevAgent(dir, td, caAddr, httpAddr string, iss *tokens.DevIssuer, log *slog.Logger) (*agentProcess, error) {
+func buildDevAgent(dir, td, caAddr, httpAddr string, svidTTL time.Duration, iss *tokens.DevIssuer, log *slog.Logger) (*agentProcess, error) {
 	cfg := defaultAgentConfig()
+	cfg.SVIDTTL = svidTTL
 	cfg.CAAddr, cfg.TrustDomain = caAddr, td
 	cfg.BundleFile = filepath.Join(dir, "bundle.pem")
 	cfg.SocketPath = filepath.Join(dir, "agent.sock")
