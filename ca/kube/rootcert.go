@@ -74,7 +74,7 @@ type RootCertPublisher struct {
 	cmInf     cache.SharedIndexInformer
 	ns        corelisters.NamespaceLister
 	cms       corelisters.ConfigMapLister
-	queue     workqueue.TypedRateLimitingInterface[string]
+	queue     workqueue.TypedRateLimitingInterface[string] // made by Run
 }
 
 // NewRootCertPublisher validates cfg and sets up (but does not start) the
@@ -107,13 +107,21 @@ func NewRootCertPublisher(cfg RootCertConfig) (*RootCertPublisher, error) {
 	p := &RootCertPublisher{
 		cfg:       cfg,
 		factories: []informers.SharedInformerFactory{nsFactory, cmFactory},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "root-cert-publisher"}),
 	}
 	nsInformer := nsFactory.Core().V1().Namespaces()
 	p.nsInf, p.ns = nsInformer.Informer(), nsInformer.Lister()
 	cmInformer := cmFactory.Core().V1().ConfigMaps()
 	p.cmInf, p.cms = cmInformer.Informer(), cmInformer.Lister()
+	return p, nil
+}
+
+// Run starts the informers and workers and stops them when ctx ends.
+func (p *RootCertPublisher) Run(ctx context.Context) error {
+	// The queue starts a goroutine of its own: it is made here, before the
+	// informers whose handlers fill it start.
+	p.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "root-cert-publisher"})
+	defer p.queue.ShutDown()
 	enqueueNS := func(obj any) {
 		if ns, ok := obj.(*corev1.Namespace); ok {
 			p.queue.Add(ns.Name)
@@ -123,13 +131,13 @@ func NewRootCertPublisher(cfg RootCertConfig) (*RootCertPublisher, error) {
 		AddFunc:    enqueueNS,
 		UpdateFunc: func(_, obj any) { enqueueNS(obj) },
 	}); err != nil {
-		return nil, fmt.Errorf("root cert publisher: %w", err)
+		return fmt.Errorf("root cert publisher: %w", err)
 	}
 	enqueueCM := func(obj any) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
 		}
-		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == cfg.Name {
+		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == p.cfg.Name {
 			p.queue.Add(cm.Namespace)
 		}
 	}
@@ -137,14 +145,8 @@ func NewRootCertPublisher(cfg RootCertConfig) (*RootCertPublisher, error) {
 		UpdateFunc: func(_, obj any) { enqueueCM(obj) },
 		DeleteFunc: enqueueCM,
 	}); err != nil {
-		return nil, fmt.Errorf("root cert publisher: %w", err)
+		return fmt.Errorf("root cert publisher: %w", err)
 	}
-	return p, nil
-}
-
-// Run starts the informers and workers and stops them when ctx ends.
-func (p *RootCertPublisher) Run(ctx context.Context) error {
-	defer p.queue.ShutDown()
 	for _, f := range p.factories {
 		f.Start(ctx.Done())
 		defer f.Shutdown()

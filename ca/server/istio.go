@@ -133,7 +133,7 @@ func newIstioService(cfg IstioConfig, s *caService, clock func() time.Time) (*is
 // through the CA pipeline. The answer is the chain, leaf first and root
 // last, one PEM certificate per element.
 func (s *istioService) CreateCertificate(ctx context.Context, req *istiopb.IstioCertificateRequest) (*istiopb.IstioCertificateResponse, error) {
-	const method = "istio/CreateCertificate"
+	const method = istiopb.IstioCertificateService_CreateCertificate_FullMethodName
 	resp, err := s.createCertificate(ctx, req)
 	if err != nil {
 		return nil, statusErr(s.log, method, err)
@@ -147,6 +147,13 @@ func (s *istioService) createCertificate(ctx context.Context, req *istiopb.Istio
 	if err != nil {
 		return nil, err
 	}
+	// The signing slot covers the token verification too, as in the
+	// Lanyard API: it is half the work.
+	release, err := s.limit.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	sa, err := s.tokens.Verify(ctx, cluster, token, s.audience)
 	if err != nil {
 		return nil, err
@@ -170,11 +177,6 @@ func (s *istioService) createCertificate(ctx context.Context, req *istiopb.Istio
 	if !s.rate.allow(id.String()) {
 		return nil, fmt.Errorf("%w: rate limit for %s", ErrOverloaded, id)
 	}
-	release, err := s.limit.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	issued, err := s.ca.SignWorkload(ctx, ca.WorkloadRequest{
 		Subject: subj, CSR: csr, TTL: ttl, Caller: "istio:" + caller.String(), Kind: ca.KindIstio,
 	})

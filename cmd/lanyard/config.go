@@ -50,7 +50,7 @@ type FileConfig struct {
 	Policy ca.Policy `yaml:"policy"`
 	// Profiling serves /debug/pprof/ on the HTTP address.
 	Profiling bool `yaml:"profiling"`
-	Log    struct {
+	Log       struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"` // "text" or "json"
 	} `yaml:"log"`
