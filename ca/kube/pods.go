@@ -17,7 +17,19 @@ import (
 )
 
 // nodeServiceAccountIndex indexes pods by "<node>/<namespace>/<service account>".
-const nodeServiceAccountIndex = "node-serviceaccount"
+const (
+	nodeServiceAccountIndex = "node-serviceaccount"
+	podUIDIndex             = "uid"
+)
+
+// Pod is what the CA needs to know of a pod.
+type Pod struct {
+	Namespace      string
+	Name           string
+	UID            string
+	ServiceAccount string
+	NodeName       string
+}
 
 // PodIndexConfig configures a PodIndex.
 type PodIndexConfig struct {
@@ -59,7 +71,10 @@ func NewPodIndex(cfg PodIndexConfig) (*PodIndex, error) {
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, cfg.Resync, informers.WithTransform(stripPod))
 	inf := factory.Core().V1().Pods().Informer()
-	if err := inf.AddIndexers(cache.Indexers{nodeServiceAccountIndex: indexPodByNodeServiceAccount}); err != nil {
+	if err := inf.AddIndexers(cache.Indexers{
+		nodeServiceAccountIndex: indexPodByNodeServiceAccount,
+		podUIDIndex:             indexPodByUID,
+	}); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
 	return &PodIndex{cfg: cfg, factory: factory, informer: inf}, nil
@@ -103,6 +118,41 @@ func (p *PodIndex) PodsOnNode(_ context.Context, cluster, node, namespace, servi
 	return len(keys) > 0, nil
 }
 
+// PodByUID returns the running or pending pod with this UID in cluster;
+// found is false when there is none (deleted, finished, never existed).
+// Before the first sync it returns ErrUnavailable.
+func (p *PodIndex) PodByUID(_ context.Context, cluster, uid string) (pod Pod, found bool, err error) {
+	if cluster != p.cfg.Cluster {
+		return Pod{}, false, fmt.Errorf("%w: no pod index for cluster %.64q", ca.ErrPermissionDenied, cluster)
+	}
+	if !p.informer.HasSynced() {
+		return Pod{}, false, fmt.Errorf("%w: pod index of cluster %q not synced yet", ErrUnavailable, cluster)
+	}
+	if uid == "" {
+		return Pod{}, false, nil
+	}
+	objs, err := p.informer.GetIndexer().ByIndex(podUIDIndex, uid)
+	if err != nil {
+		return Pod{}, false, fmt.Errorf("pod index: %w", err)
+	}
+	for _, o := range objs {
+		kp, ok := o.(*corev1.Pod)
+		if !ok || kp.Spec.NodeName == "" || kp.Status.Phase == corev1.PodSucceeded || kp.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		return Pod{Namespace: kp.Namespace, Name: kp.Name, UID: string(kp.UID), ServiceAccount: kp.Spec.ServiceAccountName, NodeName: kp.Spec.NodeName}, true, nil
+	}
+	return Pod{}, false, nil
+}
+
+func indexPodByUID(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.UID == "" {
+		return nil, nil
+	}
+	return []string{string(pod.UID)}, nil
+}
+
 func nodeServiceAccountKey(node, namespace, serviceAccount string) string {
 	return node + "/" + namespace + "/" + serviceAccount
 }
@@ -133,4 +183,16 @@ func stripPod(obj any) (any, error) {
 		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
 	}, nil
+}
+
+// PodIndexes finds pods across clusters, one PodIndex per cluster name.
+type PodIndexes map[string]*PodIndex
+
+// PodByUID asks the index of cluster; a cluster without one is refused.
+func (m PodIndexes) PodByUID(ctx context.Context, cluster, uid string) (Pod, bool, error) {
+	p, ok := m[cluster]
+	if !ok {
+		return Pod{}, false, fmt.Errorf("%w: the CA has no pod index for cluster %.64q", ca.ErrPermissionDenied, cluster)
+	}
+	return p.PodByUID(ctx, cluster, uid)
 }

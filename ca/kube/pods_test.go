@@ -124,3 +124,36 @@ func TestNewPodIndexValidates(t *testing.T) {
 	_, err = NewPodIndex(PodIndexConfig{Cluster: "prod"})
 	require.Error(t, err)
 }
+
+func TestPodIndexPodByUID(t *testing.T) {
+	client := fake.NewClientset(
+		pod("default", "app-1", "app", "node-a", corev1.PodRunning),
+		pod("default", "done-1", "done", "node-a", corev1.PodSucceeded),
+		pod("default", "unscheduled-1", "unscheduled", "", corev1.PodPending),
+	)
+	idx, err := NewPodIndex(PodIndexConfig{Cluster: "prod", Client: client})
+	require.NoError(t, err)
+	runPodIndex(t, idx)
+	ctx := context.Background()
+	got, found, err := idx.PodByUID(ctx, "prod", "default-app-1")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, Pod{Namespace: "default", Name: "app-1", UID: "default-app-1", ServiceAccount: "app", NodeName: "node-a"}, got)
+	for _, uid := range []string{"default-done-1", "default-unscheduled-1", "nope", ""} {
+		_, found, err := idx.PodByUID(ctx, "prod", uid)
+		require.NoError(t, err)
+		require.False(t, found, uid)
+	}
+	_, _, err = idx.PodByUID(ctx, "other", "default-app-1")
+	require.ErrorIs(t, err, ca.ErrPermissionDenied)
+	// A deleted pod is gone from the index.
+	require.NoError(t, client.CoreV1().Pods("default").Delete(ctx, "app-1", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		_, found, _ := idx.PodByUID(ctx, "prod", "default-app-1")
+		return !found
+	}, 5*time.Second, 5*time.Millisecond)
+	// PodIndexes dispatches by cluster and refuses unknown ones.
+	m := PodIndexes{"prod": idx}
+	_, _, err = m.PodByUID(ctx, "staging", "x")
+	require.ErrorIs(t, err, ca.ErrPermissionDenied)
+}

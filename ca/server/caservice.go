@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/kube"
 	"github.com/lanyard-id/lanyard/ca/tokens"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 	"github.com/lanyard-id/lanyard/storage"
@@ -60,6 +61,7 @@ type caService struct {
 	// long-lived streams end and a graceful stop does not wait on them.
 	stopping <-chan struct{}
 	banned   *bannedCache
+	pods     PodFinder // nil: k8s attestation refused
 }
 
 func (s *caService) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
@@ -203,6 +205,10 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 			subj = ca.Subject{Cluster: cluster, Namespace: a.GetNamespace(), ServiceAccount: a.GetServiceAccount(), NodeName: node}
 		case a.GetAttestor() == "unix":
 			return nil, fmt.Errorf("%w: unix attestation is not trusted by this CA", ca.ErrPermissionDenied)
+		case a.GetAttestor() == "k8s":
+			if subj, err = s.attestedPod(ctx, cluster, node, a); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, fmt.Errorf("%w: attestor %q is not supported by this CA", ca.ErrPermissionDenied, a.GetAttestor())
 		}
@@ -216,6 +222,34 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 	return s.ca.SignWorkload(ctx, ca.WorkloadRequest{
 		Subject: subj, CSR: e.GetCsr(), TTL: ttl, Caller: agent.String(),
 	})
+}
+
+// PodFinder finds a pod by UID in a cluster (kube.PodIndexes).
+type PodFinder interface {
+	PodByUID(ctx context.Context, cluster, uid string) (kube.Pod, bool, error)
+}
+
+// attestedPod checks a workload an agent attested with its k8s attestor:
+// the pod exists, runs on the agent's node, and has the namespace and
+// service account the agent claims. An agent can therefore only ever get
+// identities of pods on its own node.
+func (s *caService) attestedPod(ctx context.Context, cluster, node string, a *cav1.AttestedWorkload) (ca.Subject, error) {
+	if s.pods == nil {
+		return ca.Subject{}, fmt.Errorf("%w: k8s attestation needs the CA's pod index (clusters[].kubernetes)", ca.ErrPermissionDenied)
+	}
+	pod, found, err := s.pods.PodByUID(ctx, cluster, a.GetPodUid())
+	switch {
+	case err != nil:
+		return ca.Subject{}, err
+	case !found:
+		return ca.Subject{}, fmt.Errorf("%w: no running pod with UID %.64q in cluster %s", ca.ErrPermissionDenied, a.GetPodUid(), cluster)
+	case pod.NodeName != node:
+		return ca.Subject{}, fmt.Errorf("%w: pod %s/%s runs on node %q, the agent on %q", ca.ErrPermissionDenied, pod.Namespace, pod.Name, pod.NodeName, node)
+	case pod.Namespace != a.GetNamespace() || pod.ServiceAccount != a.GetServiceAccount():
+		return ca.Subject{}, fmt.Errorf("%w: pod %s/%s runs as %s/%s, the agent claims %.64s/%.64s", ca.ErrPermissionDenied,
+			pod.Namespace, pod.Name, pod.Namespace, pod.ServiceAccount, a.GetNamespace(), a.GetServiceAccount())
+	}
+	return ca.Subject{Cluster: cluster, Namespace: pod.Namespace, ServiceAccount: pod.ServiceAccount, PodName: pod.Name, PodUID: pod.UID, NodeName: node}, nil
 }
 
 // requestTTL reads an entry's TTL: absent or zero means the CA default; a

@@ -61,6 +61,9 @@ type Config struct {
 	// TrustUnixAttestation accepts workloads an agent identified with its
 	// unix attestor (dev mode, non-Kubernetes hosts).
 	TrustUnixAttestation bool
+	// AgentPods checks workloads agents identified with their k8s
+	// attestor: the pod must run on the agent's node. Nil refuses them.
+	AgentPods PodFinder
 	// MaxInFlight signing operations (default 64×GOMAXPROCS); a request
 	// waiting longer than OverloadWait (default 5s) gets ResourceExhausted.
 	MaxInFlight  int
@@ -162,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, m), metrics: m, log: cfg.Logger,
 		audience: cfg.AgentAudience, agents: cfg.AgentServiceAccounts, unix: cfg.TrustUnixAttestation, clock: cfg.Clock,
-		stopping: s.stopping, banned: newBannedCache(cfg.Store, cfg.Clock),
+		stopping: s.stopping, banned: newBannedCache(cfg.Store, cfg.Clock), pods: cfg.AgentPods,
 	}
 	cav1.RegisterCAServiceServer(s.grpc, cas)
 	if cfg.Istio != nil {

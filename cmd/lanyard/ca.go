@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/kube"
 	"github.com/lanyard-id/lanyard/ca/server"
 	"github.com/lanyard-id/lanyard/ca/tokens"
 	"github.com/lanyard-id/lanyard/ca/upstream"
@@ -34,7 +35,8 @@ type caProcess struct {
 	writer    *storage.Writer
 	authority *ca.Authority
 	server    *server.Server
-	istio     *istioParts // nil when Istio is off
+	istio     *istioParts     // nil when Istio is off
+	pods      kube.PodIndexes // clusters whose pods the CA watches
 }
 
 // buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
@@ -105,19 +107,24 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	agentPods, err := buildPodIndexes(cfg, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	srv, err := server.New(server.Config{
 		Addr: cfg.ListenAddr, HTTPAddr: cfg.HTTPAddr, CA: issuer, Authority: authority, Tokens: clusters, Store: st,
 		ServingDNSNames: cfg.ServingDNSNames, ServingIPs: ips,
 		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
 		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile, Profiling: cfg.Profiling,
 		Registerer: reg, Gatherer: reg, Metrics: metrics, Logger: log.With("component", "server"),
-		Istio: istio.serverConfig(),
+		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods),
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio}, nil
+	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio, pods: agentPods}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -137,6 +144,9 @@ func (p *caProcess) run(ctx context.Context) error {
 	for _, run := range p.istio.runners() {
 		back.Go(func() error { return run(backCtx) })
 	}
+	for _, idx := range p.pods {
+		back.Go(func() error { return idx.Run(backCtx) })
+	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	defer stopSrv()
 	go func() { // a failed background part stops the server too
@@ -146,6 +156,36 @@ func (p *caProcess) run(ctx context.Context) error {
 	err := p.server.Run(srvCtx)
 	stopBack()
 	return errors.Join(err, back.Wait())
+}
+
+// podFinder is the indexes as a server.PodFinder, nil when there are none
+// (a typed nil map would not compare equal to nil in the interface).
+func podFinder(m kube.PodIndexes) server.PodFinder {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// buildPodIndexes watches the pods of every cluster with a kubernetes:
+// section, for the agents' k8s attestation checks.
+func buildPodIndexes(cfg FileConfig, log *slog.Logger) (kube.PodIndexes, error) {
+	out := kube.PodIndexes{}
+	for _, cl := range cfg.Clusters {
+		if cl.Kubernetes == nil {
+			continue
+		}
+		client, err := kubeClient(cl.Kubernetes.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
+		}
+		idx, err := kube.NewPodIndex(kube.PodIndexConfig{Cluster: cl.Name, Client: client, Logger: log.With("component", "pods", "cluster", cl.Name)})
+		if err != nil {
+			return nil, err
+		}
+		out[cl.Name] = idx
+	}
+	return out, nil
 }
 
 func buildUpstream(cfg FileConfig, td spiffeid.TrustDomain, log *slog.Logger) (upstream.Authority, error) {

@@ -89,6 +89,13 @@ type ClusterConfig struct {
 		Kubeconfig string `yaml:"kubeconfig"`
 	} `yaml:"tokenReview"`
 	CACertFile string `yaml:"caCertFile"` // CA for the discovery/JWKS URL
+	// Kubernetes, when set, lets the CA watch this cluster's pods: a
+	// workload an agent identified with its k8s attestor is accepted only
+	// when its pod runs on that agent's node.
+	Kubernetes *struct {
+		// Kubeconfig path; empty means in-cluster configuration.
+		Kubeconfig string `yaml:"kubeconfig"`
+	} `yaml:"kubernetes"`
 }
 
 func defaultConfig() FileConfig {
