@@ -52,12 +52,15 @@ lint: tools
 	$(TOOLS)/buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## fuzz: each native fuzz target for FUZZTIME
+## fuzz: every native fuzz target (found in the *_test.go files) for FUZZTIME each
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzValidateCSR$$' -fuzztime $(FUZZTIME) ./ca
-	$(GO) test -run '^$$' -fuzz '^FuzzWorkloadID$$' -fuzztime $(FUZZTIME) ./ca
-	$(GO) test -run '^$$' -fuzz '^FuzzJWKSVerify$$' -fuzztime $(FUZZTIME) ./ca/tokens
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' ca agent storage cmd 2>/dev/null | xargs -n1 dirname | sort -u | \
+	while read -r pkg; do \
+		for f in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+		done; \
+	done
 
 clean:
 	rm -rf $(BIN)
