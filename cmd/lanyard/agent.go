@@ -19,7 +19,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"gopkg.in/yaml.v3"
 
 	"github.com/lanyard-id/lanyard/agent"
 	"github.com/lanyard-id/lanyard/agent/attest"
@@ -92,20 +91,8 @@ func defaultAgentConfig() AgentConfig {
 
 func loadAgentConfig(path string) (AgentConfig, error) {
 	c := defaultAgentConfig()
-	if path == "" {
-		return c, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return c, fmt.Errorf("read config: %w", err)
-	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("parse config %s: %w", path, err)
-	}
-	return c, nil
+	err := decodeYAMLFile(path, &c)
+	return c, err
 }
 
 func agentCmd() *cobra.Command {

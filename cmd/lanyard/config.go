@@ -118,24 +118,31 @@ func defaultConfig() FileConfig {
 	return c
 }
 
-// loadConfig reads path over the defaults. Unknown keys are an error, so a
-// typo never silently falls back to a default.
+// loadConfig reads path over the defaults.
 func loadConfig(path string) (FileConfig, error) {
 	c := defaultConfig()
+	err := decodeYAMLFile(path, &c)
+	return c, err
+}
+
+// decodeYAMLFile decodes the file at path into v (nothing when path is
+// empty). Unknown keys are an error, so a typo never silently falls back to
+// a default.
+func decodeYAMLFile(path string, v any) error {
 	if path == "" {
-		return c, nil
+		return nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return c, fmt.Errorf("read config: %w", err)
+		return fmt.Errorf("read config: %w", err)
 	}
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("parse config %s: %w", path, err)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
 	}
-	return c, nil
+	return nil
 }
 
 func (c *FileConfig) validate() error {
