@@ -65,7 +65,18 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 		e.failures++
 		m.cfg.Metrics.RenewFailures.WithLabelValues(code.String()).Inc()
 		switch code {
-		case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
+		case codes.Unauthenticated:
+			if e.workload.Token != "" && e.svid != nil {
+				// The token was accepted before and no longer works; its
+				// workload has a newer one. End the streams so that they
+				// come back with it, while the old SVID is still valid.
+				e.renewAt = now.Add(Backoff(e.failures+4, retryBase, retryLimit))
+				e.err = fmt.Errorf("%w: %s", ErrCredentialExpired, msg)
+				e.notify()
+				break
+			}
+			fallthrough
+		case codes.PermissionDenied, codes.InvalidArgument:
 			// Not fixed by retrying soon: the workload must present a new
 			// token (a new entry) or an operator must act. Back off hard.
 			e.renewAt = now.Add(Backoff(e.failures+4, retryBase, retryLimit))

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
 	"sync"
@@ -597,4 +598,24 @@ func selfSignedCert(t testing.TB) *x509.Certificate {
 	cert, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
 	return cert
+}
+
+// A token the CA accepted before and now refuses (it expired) ends the
+// subscription with ErrCredentialExpired at once, while the old SVID is
+// still valid, so that the workload reconnects with its current token.
+func TestManagerTokenNoLongerAccepted(t *testing.T) {
+	c := newTestCA(t, nil, nil)
+	signer := newFakeSigner(c, testTokens)
+	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = 2 * time.Second })
+	w := tokenWorkload("token-web-1", "shop", "web")
+	sub, err := m.Subscribe(context.Background(), w)
+	require.NoError(t, err)
+	defer sub.Close()
+	first := waitSVID(t, sub, nil, 5*time.Second)
+	signer.failEntries("*", codes.Unauthenticated)
+	require.Eventually(t, func() bool {
+		_, err := sub.SVID()
+		return errors.Is(err, ErrCredentialExpired)
+	}, 5*time.Second, 10*time.Millisecond)
+	require.True(t, time.Now().Before(first.Certificates[0].NotAfter), "refused before the old SVID expired")
 }

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
@@ -16,6 +18,9 @@ func (s *subscription) Updates() <-chan struct{} { return s.ch }
 func (s *subscription) SVID() (*x509svid.SVID, error) {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
+	if errors.Is(s.e.err, ErrCredentialExpired) {
+		return nil, s.e.err
+	}
 	if s.e.svid != nil && s.m.cfg.Clock().Before(s.e.svid.Certificates[0].NotAfter) {
 		return s.e.svid, nil
 	}

@@ -18,6 +18,12 @@ var (
 	// (PermissionDenied, InvalidArgument, or Unauthenticated for a token
 	// that no retry can fix). Served as codes.PermissionDenied.
 	ErrDenied = errors.New("identity refused by the CA")
+	// ErrCredentialExpired: the token this subscription was made with no
+	// longer convinces the CA (it expired or was revoked). The stream ends
+	// with codes.Unauthenticated so that the workload reconnects with its
+	// current token (Envoy re-reads its token file for every stream); the
+	// old SVID stays with the workload until then.
+	ErrCredentialExpired = errors.New("workload credential expired, reconnect with a fresh one")
 )
 
 // Attested is a workload identified by attestation of the socket peer.
@@ -53,7 +59,8 @@ type Subscription interface {
 	Updates() <-chan struct{}
 	// SVID is the current SVID with its private key; (nil, nil) while the
 	// first one is being fetched; (nil, err) when the CA refused the
-	// workload for good (err wraps ErrDenied).
+	// workload for good (err wraps ErrDenied) or its token stopped working
+	// (err wraps ErrCredentialExpired).
 	SVID() (*x509svid.SVID, error)
 	// Bundles is the trust domain's bundle plus federated ones.
 	Bundles() *x509bundle.Set

@@ -341,3 +341,18 @@ func TestDeltaSecretsUnimplemented(t *testing.T) {
 	_, err = stream.Recv()
 	require.Equal(t, codes.Unimplemented, status.Code(err))
 }
+
+// A token that stopped working ends the stream with Unauthenticated, so
+// that Envoy reconnects with the token it has now.
+func TestStreamCredentialExpired(t *testing.T) {
+	h := newHarness(t, Config{})
+	c := h.client(sdstest.Config{Token: "alice-token", Names: []string{"default"}})
+	next(t, c)
+	h.ids.deny(alice, fmt.Errorf("%w: token expired", agent.ErrCredentialExpired))
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream not ended")
+	}
+	require.Equal(t, codes.Unauthenticated, status.Code(c.Err()))
+}

@@ -234,6 +234,16 @@ func TestDeniedByCA(t *testing.T) {
 	e.web.set(nil, fmt.Errorf("%w: identity revoked", agent.ErrDenied))
 	_, err = stream.Recv()
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+
+	// A token that stopped working: Unauthenticated, the client reconnects
+	// and is identified again with its current token.
+	e.web.set(e.ca.svid(t, webID, 4), nil)
+	stream = rawFetch(t, e.sock, "workload.spiffe.io", "true")
+	_, err = stream.Recv()
+	require.NoError(t, err)
+	e.web.set(nil, fmt.Errorf("%w: token expired", agent.ErrCredentialExpired))
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
 }
 
 func TestPendingSVIDIsAwaited(t *testing.T) {
