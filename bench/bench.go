@@ -50,6 +50,15 @@ type Config struct {
 	// [200000]. Past the cap tokens are reused, and the report says how
 	// many entries could have been answered from the CA's token cache.
 	MaxTokens int
+	// StormWorkloads is the number of workloads of the rotation storm; 0
+	// skips it (the CLI's default is 10000). They are spread over
+	// StormAgents node agents [100] in the bench process, which ask for
+	// SVIDs with StormTTL [40s]: short enough to wait for the renewals at
+	// half-life, long enough that the cold start is over well before them
+	// and the storm before the renewed SVIDs come due again.
+	StormWorkloads int
+	StormAgents    int
+	StormTTL       time.Duration
 	// StartTimeout bounds the wait for the CA to be ready [60s].
 	StartTimeout time.Duration
 	// KeepDir keeps the state directory (CA log, store) after a successful
@@ -84,6 +93,7 @@ func (c *Config) fill() error {
 	defInt(&c.Identities, 500)
 	defInt(&c.CSRs, 256)
 	defInt(&c.MaxTokens, 200000)
+	defInt(&c.StormAgents, 100)
 	defDur := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
@@ -93,6 +103,7 @@ func (c *Config) fill() error {
 	defDur(&c.Warmup, 2*time.Second)
 	defDur(&c.FloorDuration, 3*time.Second)
 	defDur(&c.StartTimeout, 60*time.Second)
+	defDur(&c.StormTTL, 40*time.Second)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -105,6 +116,12 @@ func (c *Config) fill() error {
 		return errors.New("bench: durations must not be negative")
 	case c.MaxTokens < c.Agents:
 		return errors.New("bench: max tokens must be at least the number of agents")
+	case c.StormWorkloads < 0:
+		return errors.New("bench: storm workloads must not be negative")
+	case c.StormWorkloads > 0 && (c.StormAgents < 1 || c.StormAgents > c.StormWorkloads):
+		return errors.New("bench: storm agents must be 1 to the number of storm workloads")
+	case c.StormWorkloads > 0 && c.StormTTL < minStormTTL:
+		return fmt.Errorf("bench: storm TTL must be at least %s", minStormTTL)
 	}
 	return nil
 }
@@ -230,11 +247,20 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 		phases = append(phases, p)
 	}
+	var storm *stormResult
+	if cfg.StormWorkloads > 0 {
+		if storm, err = r.storm(ctx, iss, td, bundle); err != nil {
+			return fail(err)
+		}
+	}
 
 	fmt.Fprintf(out, "lanyard bench: %d cores, load average %s at start; CA = `lanyard dev` pid %d on %s (SQLite store, dev issuer), %d agents, %d identities, %d CSRs\n",
 		runtimeCores(), loadAtStart, ca.pid(), ca.grpcAddr, len(agents), len(ids), len(csrs))
 	fmt.Fprintf(out, "crypto floor: %s certs/s, %d us CPU/cert = RS256 JWT verify (go-jose) + CSR parse+CheckSignature (P-256) + leaf sign (P-256 intermediate), %d goroutines for %.1fs in the bench process while the CA idles\n",
 		formatRate(floor.rate), floor.cpuPerCert().Microseconds(), floor.workers, floor.elapsed.Seconds())
+	if storm != nil {
+		storm.report(out)
+	}
 	for i := len(phases) - 1; i >= 0; i-- { // the main phase last, just above its summary
 		phases[i].report(out)
 	}
@@ -250,11 +276,23 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	}
 	summary := fmt.Sprintf("issuance: %s certs/s p50=%.2fms p99=%.2fms floor=%s certs/s ratio=%.2f",
 		formatRate(main.rate()), ms(main.timed.hist.percentile(50)), ms(main.timed.hist.percentile(99)), formatRate(floor.rate), ratio)
-	if failed > 0 {
-		fmt.Fprintf(out, "FAILED: %d certificate requests failed (see above)\n", failed)
+	var stormFailed uint64
+	if storm != nil {
+		stormFailed = storm.failures()
+	}
+	if failed > 0 || stormFailed > 0 {
+		var errs []error
+		if failed > 0 {
+			fmt.Fprintf(out, "FAILED: %d certificate requests failed (see above)\n", failed)
+			errs = append(errs, fmt.Errorf("bench: %d certificate requests failed", failed))
+		}
+		if stormFailed > 0 {
+			fmt.Fprintf(out, "FAILED: rotation storm: %d failures (see above)\n", stormFailed)
+			errs = append(errs, fmt.Errorf("bench: rotation storm: %d failures", stormFailed))
+		}
 		showTail()
 		fmt.Fprintln(out, summary)
-		return fmt.Errorf("bench: %d certificate requests failed", failed)
+		return errors.Join(errs...)
 	}
 	fmt.Fprintln(out, summary)
 	return nil

@@ -17,5 +17,17 @@
 //
 //	issuance: <N> certs/s p50=<ms>ms p99=<ms>ms floor=<F> certs/s ratio=<N/F>
 //
-// A run in which any certificate failed says so and returns an error.
+// With StormWorkloads set (`--storm-workloads`, 10000 by default on the
+// command line) it then runs a rotation storm: StormAgents node agents in
+// the bench process, each the real agent core (agent.Client attested over
+// TLS with a token of its own, then mTLS; agent.Manager renewing at
+// half-life ± 10 %), subscribe their share of the workloads all at once
+// (unix-attested identities, one service account each) with SVIDs of
+// StormTTL. It reports the time to fetch all SVIDs (the cold start), the
+// time from the first renewal to the last when they all come due together
+// (the storm), the CA's CPU time per certificate, the agents' batching and
+// their heap per workload. Its lines come before the last line.
+//
+// A run in which any certificate failed says so and returns an error, as
+// does a storm with any failed renewal.
 package bench

@@ -18,11 +18,18 @@ func benchCmd() *cobra.Command {
 		Long: `Start 'lanyard dev' as a child process on 127.0.0.1, attest node agents, and
 drive BatchSignSVIDs over gRPC/mTLS from many concurrent callers with freshly
 minted workload tokens. Prints certificates/s, per-call latency, the CA's CPU
-time and allocations per certificate, and the crypto floor; the last line is
+time and allocations per certificate, and the crypto floor.
+
+Then the rotation storm (--storm-workloads 0 skips it): --storm-agents node
+agents in this process (the real agent core, attested with tokens of their
+own, mTLS after) subscribe --storm-workloads workloads at once with SVIDs of
+--storm-ttl, and renew them together at half-life. Prints the time to fetch
+all and to renew all, the CA's CPU per certificate, the agents' batching and
+their memory per workload. The last line is
 
   issuance: <N> certs/s p50=<ms>ms p99=<ms>ms floor=<F> certs/s ratio=<N/F>
 
-Exits non-zero if any certificate failed.`,
+Exits non-zero if any certificate or storm renewal failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Binary == "" {
 				exe, err := os.Executable()
@@ -49,6 +56,9 @@ Exits non-zero if any certificate failed.`,
 	f.IntVar(&cfg.CSRs, "csrs", 256, "distinct P-256 keys and CSRs")
 	f.DurationVar(&cfg.FloorDuration, "floor-duration", 3*time.Second, "run time of the crypto floor")
 	f.IntVar(&cfg.MaxTokens, "max-tokens", 200000, "cap on workload tokens minted per timed run (past it tokens are reused and may hit the CA's token cache)")
+	f.IntVar(&cfg.StormWorkloads, "storm-workloads", 10000, "workloads of the rotation storm (0 skips it)")
+	f.IntVar(&cfg.StormAgents, "storm-agents", 100, "node agents the storm's workloads are spread over")
+	f.DurationVar(&cfg.StormTTL, "storm-ttl", 40*time.Second, "TTL of the storm's SVIDs: they are renewed at half-life ±10 %")
 	f.DurationVar(&cfg.StartTimeout, "start-timeout", time.Minute, "wait for the CA to be ready")
 	f.BoolVar(&cfg.KeepDir, "keep", false, "keep the state directory (CA log, store) after a successful run")
 	return cmd
