@@ -619,3 +619,37 @@ func TestManagerTokenNoLongerAccepted(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	require.True(t, time.Now().Before(first.Certificates[0].NotAfter), "refused before the old SVID expired")
 }
+
+// Renewals due a little later ride along with a due batch, so that the
+// ±10 % jitter does not split one agent's renewals into many calls.
+func TestManagerDueCoalescesRenewals(t *testing.T) {
+	c := newTestCA(t, nil, nil)
+	m := newTestManager(t, c, newFakeSigner(c, testTokens), nil)
+	leaf := &x509.Certificate{NotBefore: time.Now().Add(-30 * time.Minute), NotAfter: time.Now().Add(30 * time.Minute)}
+	svid := &x509svid.SVID{Certificates: []*x509.Certificate{leaf}}
+	now := time.Now()
+	add := func(name string, renewIn time.Duration, failures int) *entry {
+		w := attestedWorkload("shop", name)
+		e := &entry{key: name, workload: w, svid: svid, subs: map[*subscription]struct{}{{}: {}}, renewAt: now.Add(renewIn), failures: failures}
+		m.mu.Lock()
+		m.entries[name] = e
+		m.mu.Unlock()
+		return e
+	}
+	// Lifetime 1h: up to a minute early may ride along.
+	due := add("due", -time.Second, 0)
+	soon := add("soon", 50*time.Second, 0)
+	later := add("later", 5*time.Minute, 0)
+	failing := add("failing", 10*time.Second, 2) // backing off: not pulled forward
+	batch, _ := m.due()
+	require.ElementsMatch(t, []*entry{due, soon}, batch)
+	require.False(t, later.inFlight)
+	require.False(t, failing.inFlight)
+	m.release(batch)
+
+	// Nothing due: nothing is pulled forward either.
+	due.renewAt = now.Add(time.Hour)
+	batch, next := m.due()
+	require.Empty(t, batch)
+	require.Greater(t, next, time.Duration(0))
+}
