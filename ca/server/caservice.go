@@ -140,6 +140,11 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 	if n == 0 || n > MaxBatchEntries {
 		return nil, statusErr(s.log, method, fmt.Errorf("%w: batch of %d entries (1–%d allowed)", ca.ErrInvalidRequest, n, MaxBatchEntries))
 	}
+	admitted, err := s.limit.admit(n)
+	if err != nil {
+		return nil, statusErr(s.log, method, err)
+	}
+	defer admitted()
 	s.metrics.BatchSize.Observe(float64(n))
 	cluster, node, _ := ca.ParseAgentID(s.ca.TrustDomain(), agent)
 	results := make([]*cav1.SVIDResult, n)
@@ -179,7 +184,7 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 		}
 	}()
 	// The slot covers the token verification too: it is half the work.
-	release, err := s.limit.acquire(ctx)
+	release, err := s.limit.acquireAdmitted(ctx)
 	if err != nil {
 		return nil, err
 	}

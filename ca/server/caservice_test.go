@@ -84,7 +84,7 @@ func TestRequestTTL(t *testing.T) {
 
 func TestLimiter(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
-	l := newLimiter(2, 50*time.Millisecond, m)
+	l := newLimiter(2, 50*time.Millisecond, 10, m)
 	r1, err := l.acquire(context.Background())
 	require.NoError(t, err)
 	r2, err := l.acquire(context.Background())
@@ -145,4 +145,43 @@ func TestAttestedPod(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLimiterAdmit(t *testing.T) {
+	l := newLimiter(1, time.Millisecond, 10, NewMetrics(prometheus.NewRegistry()))
+	done1, err := l.admit(8)
+	require.NoError(t, err)
+	_, err = l.admit(3)
+	require.ErrorIs(t, err, ErrOverloaded, "8 queued + 3 is over 10")
+	done2, err := l.admit(2)
+	require.NoError(t, err)
+	done1()
+	done2()
+	// A batch larger than the bound is admitted when nothing else waits,
+	// so that it is never refused for ever.
+	done3, err := l.admit(50)
+	require.NoError(t, err)
+	done3()
+
+	// Admitted entries wait for a slot as long as their call lasts.
+	r, err := l.acquireAdmitted(context.Background())
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		r2, err := l.acquireAdmitted(context.Background())
+		if err == nil {
+			r2()
+		}
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // longer than the single-request wait
+	r()
+	require.NoError(t, <-got)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r3, err := l.acquireAdmitted(context.Background())
+	require.NoError(t, err)
+	_, err = l.acquireAdmitted(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	r3()
 }

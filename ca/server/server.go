@@ -68,6 +68,10 @@ type Config struct {
 	// waiting longer than OverloadWait (default 5s) gets ResourceExhausted.
 	MaxInFlight  int
 	OverloadWait time.Duration
+	// MaxQueued bounds the batch entries admitted and waiting for a slot
+	// (default 8192, a few seconds of work); a batch that would pass it is
+	// refused whole with ResourceExhausted before any work is done.
+	MaxQueued int
 	// Profiling serves net/http/pprof under /debug/pprof/ on the HTTP
 	// address (off by default: it exposes internals).
 	Profiling bool
@@ -121,6 +125,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 64 * runtime.GOMAXPROCS(0)
 	}
+	if cfg.MaxQueued == 0 {
+		cfg.MaxQueued = 8192
+	}
 	if cfg.OverloadWait == 0 {
 		cfg.OverloadWait = 5 * time.Second
 	}
@@ -163,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 	)
 	cas := &caService{
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
-		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, m), metrics: m, log: cfg.Logger,
+		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, cfg.MaxQueued, m), metrics: m, log: cfg.Logger,
 		audience: cfg.AgentAudience, agents: cfg.AgentServiceAccounts, unix: cfg.TrustUnixAttestation, clock: cfg.Clock,
 		stopping: s.stopping, banned: newBannedCache(cfg.Store, cfg.Clock), pods: cfg.AgentPods,
 	}
