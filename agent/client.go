@@ -19,8 +19,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/ca"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
@@ -185,12 +187,15 @@ func (c *Client) BatchSign(ctx context.Context, reqs []*cav1.SVIDRequest) ([]*ca
 }
 
 // WatchBundle follows the CA's bundle stream until ctx ends, reconnecting
-// with backoff. onBundle runs for every bundle received; onConnect runs
-// each time the stream (re)connects, which tells the caller the CA is back.
+// with backoff. Each attempt waits for the connection to be ready, so the
+// stream is back as soon as the CA is (not at the next retry of a loop
+// that polled a failed connection). onBundle runs for every bundle
+// received; onConnect runs each time the stream (re)connects, which tells
+// the caller the CA is back.
 func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bundle), onConnect func()) {
 	failures := 0
 	for ctx.Err() == nil {
-		stream, err := c.api.WatchBundle(ctx, &cav1.WatchBundleRequest{})
+		stream, err := c.api.WatchBundle(ctx, &cav1.WatchBundleRequest{}, grpc.WaitForReady(true))
 		if err == nil {
 			first := true
 			for {
@@ -234,8 +239,15 @@ func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bund
 // RunAgentSVID renews the agent SVID at half-life ± 10 % (and at once when
 // it has expired), retrying with backoff, until ctx ends. An SVID present
 // when it starts counts as just received (Attest was called before).
+//
+// Refusals back off up to a minute. A CA that cannot be reached
+// (Unavailable) is tried again at least every ReconnectMaxDelay, as the
+// connection is: an agent without a valid SVID (started during an outage,
+// or whose SVID expired in one) can do nothing until it attests, and must
+// find the CA within seconds of its return however long the outage was.
 func (c *Client) RunAgentSVID(ctx context.Context) {
 	failures := 0
+	limit := time.Minute  // backoff bound after the last failure
 	var renewAt time.Time // zero: attest now
 	if s := c.svid.Load(); s != nil {
 		renewAt = renewalTime(s.Certificates[0], c.cfg.Clock())
@@ -243,7 +255,7 @@ func (c *Client) RunAgentSVID(ctx context.Context) {
 	for {
 		wait := renewAt.Sub(c.cfg.Clock())
 		if failures > 0 {
-			wait = Backoff(failures, 500*time.Millisecond, time.Minute)
+			wait = Backoff(failures, 500*time.Millisecond, limit)
 		}
 		select {
 		case <-ctx.Done():
@@ -255,6 +267,10 @@ func (c *Client) RunAgentSVID(ctx context.Context) {
 				return
 			}
 			failures++
+			limit = time.Minute
+			if status.Code(err) == codes.Unavailable {
+				limit = min(limit, c.cfg.ReconnectMaxDelay)
+			}
 			c.cfg.Logger.Warn("renew agent SVID", "error", err, "failures", failures)
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -411,6 +412,35 @@ func TestClientRunAgentSVIDBacksOff(t *testing.T) {
 	require.EqualValues(t, 3, reads.Load())
 	attests, _ := srv.counts()
 	require.Equal(t, 1, attests)
+}
+
+// TestClientRunAgentSVIDFindsReturningCA: an agent that starts while the
+// CA is unreachable retries at least every ReconnectMaxDelay, so it attests
+// within that long of the CA's return however long the outage lasted (not
+// after a backoff grown towards a minute).
+func TestClientRunAgentSVIDFindsReturningCA(t *testing.T) {
+	tca := newTestCA(t, nil, nil)
+	srv := newFakeCA(tca)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	require.NoError(t, lis.Close()) // the CA is down
+	const reconnect = 200 * time.Millisecond
+	log, logs := newTestLogger()
+	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) { cfg.ReconnectMaxDelay = reconnect; cfg.Logger = log })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Four failures: an uncapped backoff would now wait 2 to 4 s.
+	require.Eventually(t, func() bool { return strings.Count(logs.String(), `msg="renew agent SVID"`) >= 4 },
+		10*time.Second, 10*time.Millisecond)
+	require.Nil(t, c.AgentSVID())
+	serveFakeCA(t, addr, servingCert(t, tca), tca.Bundle().X509Authorities(), srv)
+	back := time.Now()
+	require.Eventually(t, func() bool { return c.AgentSVID() != nil }, 5*time.Second, 10*time.Millisecond)
+	require.Less(t, time.Since(back), reconnect+time.Second, "attested %s after the CA's return", time.Since(back))
 }
 
 func TestNewClientValidates(t *testing.T) {

@@ -202,11 +202,13 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	if err != nil {
 		return nil, err
 	}
+	// Pushes and NACKs are the SDS server's own; streams and SVIDs served
+	// are the agent's vectors with api="sds".
+	sdsMetrics := sds.NewMetrics(reg)
+	sdsMetrics.Streams = metrics.Streams.WithLabelValues("sds")
+	sdsMetrics.SVIDsServed = metrics.SVIDsServed.WithLabelValues("sds")
 	sdsSrv, err := sds.New(sds.Config{
-		Identifier: identifier, Identities: manager, Log: log.With("component", "sds"),
-		Metrics: &sds.Metrics{
-			Streams: metrics.Streams.WithLabelValues("sds"), SVIDsServed: metrics.SVIDsServed.WithLabelValues("sds"),
-		},
+		Identifier: identifier, Identities: manager, Log: log.With("component", "sds"), Metrics: sdsMetrics,
 	})
 	if err != nil {
 		return nil, err

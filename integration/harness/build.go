@@ -33,8 +33,12 @@ var (
 )
 
 // Main runs the tests of m, checks that they leaked no goroutine, removes
-// the binary built for them and exits. Call it from TestMain.
+// the binary built for them and exits. Call it from TestMain. (When CallAs
+// started the binary as a client of an agent socket, Main is that client.)
 func Main(m *testing.M) {
+	if socket := os.Getenv(EnvPeerSocket); socket != "" {
+		os.Exit(runPeer(socket))
+	}
 	dir, err := os.MkdirTemp("", "lanyard-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)

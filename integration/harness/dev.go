@@ -1,19 +1,12 @@
 package harness
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,17 +27,26 @@ const (
 	DBFile     = "lanyard.db"
 )
 
-// Options configures StartDev. The zero value starts a fresh dev CA.
+// DevNode is the node name of the agent `lanyard dev` runs.
+const DevNode = "dev-node"
+
+// Options configures StartDev. The zero value starts a fresh dev CA with
+// its node agent.
 type Options struct {
 	// Dir is the state directory; empty means a new t.TempDir(). Pass the
-	// Dir of a stopped Dev to start again on the same state.
+	// Dir of a stopped Dev to start again on the same state (or use
+	// Restart, which keeps the ports too).
 	Dir string
 	// TrustDomain is passed as --trust-domain (default cluster.local).
 	TrustDomain string
-	// Args are extra flags for `lanyard dev`.
+	// Args are extra flags for `lanyard dev`, for example "--agent=false"
+	// (the CA alone) or "--svid-ttl=4s".
 	Args []string
 	// Env adds KEY=value entries to the process environment.
 	Env []string
+	// GRPCAddr, HTTPAddr and AgentHTTPAddr, when set, are used instead of
+	// free ports (set all three, or none).
+	GRPCAddr, HTTPAddr, AgentHTTPAddr string
 	// StartTimeout bounds the wait for /readyz and bundle.pem (default 30s).
 	StartTimeout time.Duration
 	// StopGrace is how long Stop waits after SIGTERM before it sends
@@ -52,11 +54,9 @@ type Options struct {
 	StopGrace time.Duration
 }
 
-// SocketPath is the node agent's Unix socket (SDS + Workload API).
-func (d *Dev) SocketPath() string { return filepath.Join(d.Dir, "agent.sock") }
-
 // Dev is a running `lanyard dev` process.
 type Dev struct {
+	process
 	// Dir is the state directory (root, store, dev issuer key, bundle.pem).
 	Dir         string
 	TrustDomain spiffeid.TrustDomain
@@ -69,18 +69,12 @@ type Dev struct {
 	// LogPath holds the process's stdout and stderr.
 	LogPath string
 
-	cmd      *exec.Cmd
-	grace    time.Duration
-	done     chan struct{} // closed when the process has exited
-	waitErr  error         // set before done is closed
-	stopOnce sync.Once
-	stopErr  error
-	stopped  atomic.Bool // Stop or Kill was called
-	killed   atomic.Bool // Kill was called
+	opts Options // as started, with the ports it got
 }
 
 // StartDev starts `lanyard dev` on free 127.0.0.1 ports in its own process
-// group, waits until /readyz answers 200 and bundle.pem exists, and stops
+// group, waits until /readyz answers 200 and bundle.pem exists (and, unless
+// it runs with --agent=false, until its node agent is attested), and stops
 // it when the test ends. The process's output is logged if the test fails.
 func StartDev(t testing.TB, opts Options) *Dev {
 	t.Helper()
@@ -110,7 +104,7 @@ func StartDev(t testing.TB, opts Options) *Dev {
 		if err == nil {
 			return d
 		}
-		if i < attempts && strings.Contains(d.Output(), "address already in use") {
+		if i < attempts && opts.GRPCAddr == "" && d.lostPortRace() {
 			t.Logf("harness: lanyard dev lost a port race, retrying: %v", err)
 			continue
 		}
@@ -118,49 +112,47 @@ func StartDev(t testing.TB, opts Options) *Dev {
 	}
 }
 
-func startDev(t testing.TB, bin, logDir string, td spiffeid.TrustDomain, opts Options) (*Dev, error) {
-	addrs, err := freeAddrs(3)
-	if err != nil {
-		return &Dev{}, err
+// Restart starts `lanyard dev` again on the same directory, ports and
+// flags, after Stop or Kill: agents configured with its address find it
+// again. It fails the test if d is still running.
+func (d *Dev) Restart(t testing.TB) *Dev {
+	t.Helper()
+	if d.Running() {
+		t.Fatal("harness: Restart of a lanyard dev that is still running")
 	}
+	return StartDev(t, d.opts)
+}
+
+func startDev(t testing.TB, bin, logDir string, td spiffeid.TrustDomain, opts Options) (*Dev, error) {
+	d := &Dev{Dir: opts.Dir, TrustDomain: td, opts: opts}
+	d.name = "lanyard dev"
+	if opts.GRPCAddr != "" {
+		if opts.HTTPAddr == "" || opts.AgentHTTPAddr == "" {
+			return d, errors.New("set GRPCAddr, HTTPAddr and AgentHTTPAddr together")
+		}
+	} else {
+		addrs, err := freeAddrs(3)
+		if err != nil {
+			return d, err
+		}
+		d.opts.GRPCAddr, d.opts.HTTPAddr, d.opts.AgentHTTPAddr = addrs[0], addrs[1], addrs[2]
+	}
+	d.GRPCAddr, d.HTTPAddr, d.AgentHTTPAddr = d.opts.GRPCAddr, d.opts.HTTPAddr, d.opts.AgentHTTPAddr
 	logFile, err := os.CreateTemp(logDir, "lanyard-dev-*.log")
 	if err != nil {
-		return &Dev{}, err
+		return d, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	d := &Dev{
-		Dir: opts.Dir, TrustDomain: td, GRPCAddr: addrs[0], HTTPAddr: addrs[1], AgentHTTPAddr: addrs[2],
-		LogPath: logFile.Name(), grace: opts.StopGrace, done: make(chan struct{}),
-	}
+	d.LogPath = logFile.Name()
+	d.grace = opts.StopGrace
 	args := []string{
 		"dev", "--dir", opts.Dir, "--grpc-addr", d.GRPCAddr, "--http-addr", d.HTTPAddr, "--agent-http-addr", d.AgentHTTPAddr,
 		"--trust-domain", td.Name(), "--log-level", "debug",
 	}
-	d.cmd = exec.Command(bin, append(args, opts.Args...)...)
-	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
-	d.cmd.Env = append(os.Environ(), opts.Env...)
-	d.cmd.SysProcAttr = sysProcAttr()
-	if err := d.cmd.Start(); err != nil {
+	if err := d.start(bin, append(args, opts.Args...), opts.Env, logFile); err != nil {
 		return d, err
 	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		crashed := !d.Running() && !d.stopped.Load()
-		err := d.Stop()
-		switch {
-		case crashed:
-			// Whatever the test did, the CA must not exit on its own.
-			t.Errorf("harness: lanyard dev (pid %d) exited during the test: %v", d.cmd.Process.Pid, exitErr(d.waitErr))
-		case err != nil && !d.killed.Load():
-			t.Logf("harness: lanyard dev (pid %d) did not exit cleanly: %v", d.cmd.Process.Pid, err)
-		}
-		if t.Failed() {
-			t.Logf("--- lanyard dev output (pid %d, %s) ---\n%s", d.cmd.Process.Pid, d.GRPCAddr, d.Output())
-		}
-	})
+	d.cleanup(t, d.GRPCAddr)
 	if err := d.waitReady(opts.StartTimeout); err != nil {
 		d.Stop()
 		return d, err
@@ -168,156 +160,44 @@ func startDev(t testing.TB, bin, logDir string, td spiffeid.TrustDomain, opts Op
 	return d, nil
 }
 
-// freeAddrs returns n distinct free 127.0.0.1 addresses.
-func freeAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
+// HasAgent reports whether this Dev runs a node agent (no --agent=false).
+func (d *Dev) HasAgent() bool {
+	for _, a := range d.opts.Args {
+		if v, ok := strings.CutPrefix(a, "--agent="); ok {
+			if on, err := strconv.ParseBool(v); err == nil && !on {
+				return false
+			}
 		}
-	}()
-	out := make([]string, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
 	}
-	return out, nil
+	return true
 }
 
+// waitReady waits for the CA's /readyz and bundle.pem, then for the dev
+// agent's /readyz (attested), so that the agent's own certificate is issued
+// before a test counts certificates.
 func (d *Dev) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		select {
-		case <-d.done:
-			return fmt.Errorf("lanyard dev exited before it was ready: %v", d.waitErr)
-		default:
-		}
-		code, _, err := d.get("/readyz")
-		switch {
-		case err != nil:
-			last = err
-		case code != http.StatusOK:
-			last = fmt.Errorf("/readyz answered %d", code)
-		default:
-			_, err := os.Stat(d.BundlePath())
-			if err == nil {
-				return nil
-			}
-			last = err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %s: %v", timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Stop sends SIGTERM to the process group, waits for the process, and
-// sends SIGKILL to the group if it is still running after the grace period
-// (Options.StopGrace). It returns the process's exit error (nil for a clean
-// exit), and the same result on every call.
-func (d *Dev) Stop() error {
-	d.stopped.Store(true)
-	d.stopOnce.Do(func() {
-		if d.cmd == nil || d.cmd.Process == nil {
-			return
-		}
-		select {
-		case <-d.done:
-			d.stopErr = fmt.Errorf("exited before Stop: %w", exitErr(d.waitErr))
-			return
-		default:
-		}
-		pgid := d.cmd.Process.Pid // Setpgid: the group is the leader's pid
-		signalGroup(pgid, false)
-		select {
-		case <-d.done:
-			d.stopErr = d.waitErr
-		case <-time.After(d.grace):
-			signalGroup(pgid, true)
-			<-d.done
-			d.stopErr = fmt.Errorf("killed: no exit within %s of SIGTERM", d.grace)
-		}
+	err := d.ready(d.HTTPAddr, timeout, func() error {
+		_, err := os.Stat(d.BundlePath())
+		return err
 	})
-	return d.stopErr
-}
-
-// Kill sends SIGKILL to the process group at once, as a crash or an OOM
-// kill would, and waits for the process. Stop then reports the kill.
-func (d *Dev) Kill() {
-	d.stopped.Store(true)
-	d.killed.Store(true)
-	d.stopOnce.Do(func() {
-		select {
-		case <-d.done:
-			d.stopErr = fmt.Errorf("exited before Kill: %w", exitErr(d.waitErr))
-			return
-		default:
-		}
-		signalGroup(d.cmd.Process.Pid, true)
-		<-d.done
-		d.stopErr = fmt.Errorf("killed: %w", exitErr(d.waitErr))
-	})
-}
-
-func exitErr(err error) error {
-	if err == nil {
-		return errors.New("exit status 0")
+	if err != nil || !d.HasAgent() {
+		return err
 	}
-	return err
+	if err := d.ready(d.AgentHTTPAddr, time.Until(deadline), nil); err != nil {
+		return fmt.Errorf("node agent: %w", err)
+	}
+	return nil
 }
 
-// Running reports whether the process has not exited.
-func (d *Dev) Running() bool {
-	select {
-	case <-d.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Pid is the process id (and process group id).
-func (d *Dev) Pid() int { return d.cmd.Process.Pid }
-
-// Output returns what the process has written to stdout and stderr.
-func (d *Dev) Output() string {
-	if d.LogPath == "" {
-		return ""
-	}
-	b, err := os.ReadFile(d.LogPath)
-	if err != nil {
-		return fmt.Sprintf("(read %s: %v)", d.LogPath, err)
-	}
-	return string(b)
-}
+// SocketPath is the node agent's Unix socket (SDS + Workload API).
+func (d *Dev) SocketPath() string { return filepath.Join(d.Dir, "agent.sock") }
 
 // BundlePath is <Dir>/bundle.pem; DBPath is <Dir>/lanyard.db.
 func (d *Dev) BundlePath() string { return filepath.Join(d.Dir, BundleFile) }
 func (d *Dev) DBPath() string     { return filepath.Join(d.Dir, DBFile) }
 
-var httpClient = &http.Client{Timeout: 5 * time.Second}
-
-func (d *Dev) get(path string) (int, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.HTTPAddr+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	return resp.StatusCode, bytes.TrimSpace(body), err
-}
+func (d *Dev) get(path string) (int, []byte, error) { return httpGet(d.HTTPAddr, path) }
 
 // Healthz returns the status code of GET /healthz (0 when unreachable).
 func (d *Dev) Healthz(t testing.TB) int {
@@ -335,6 +215,17 @@ func (d *Dev) Readyz(t testing.TB) int {
 	code, _, err := d.get("/readyz")
 	if err != nil {
 		t.Logf("harness: /readyz: %v", err)
+	}
+	return code
+}
+
+// AgentReadyz returns the status code of the dev agent's GET /readyz (0
+// when unreachable).
+func (d *Dev) AgentReadyz(t testing.TB) int {
+	t.Helper()
+	code, _, err := httpGet(d.AgentHTTPAddr, "/readyz")
+	if err != nil {
+		t.Logf("harness: agent /readyz: %v", err)
 	}
 	return code
 }

@@ -10,16 +10,35 @@ import (
 )
 
 // Metrics the tests read.
-const MetricIssued = "lanyard_ca_certificates_issued_total"
+const (
+	MetricIssued = "lanyard_ca_certificates_issued_total"
+	// Node agent metrics.
+	MetricOutageBudget  = "lanyard_agent_outage_budget_seconds"
+	MetricRotations     = "lanyard_agent_rotations_total"
+	MetricRenewFailures = "lanyard_agent_renew_failures_total"
+	MetricSDSPushes     = "lanyard_agent_sds_pushes_total"
+	MetricSDSNACKs      = "lanyard_agent_sds_nacks_total"
+)
 
 // Metric scrapes /metrics and returns the sum of every series of metric
 // name whose labels contain each of labels (written `key="value"`). A
 // metric with no series is 0.
 func (d *Dev) Metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	code, body, err := d.get("/metrics")
+	return scrapeMetric(t, d.HTTPAddr, name, labels)
+}
+
+// AgentMetric is Metric on the dev node agent's /metrics.
+func (d *Dev) AgentMetric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	return scrapeMetric(t, d.AgentHTTPAddr, name, labels)
+}
+
+func scrapeMetric(t testing.TB, addr, name string, labels []string) float64 {
+	t.Helper()
+	code, body, err := httpGet(addr, "/metrics")
 	if err != nil || code != http.StatusOK {
-		t.Fatalf("harness: GET /metrics: %d %v", code, err)
+		t.Fatalf("harness: GET %s/metrics: %d %v", addr, code, err)
 	}
 	var sum float64
 	sc := bufio.NewScanner(bytes.NewReader(body))

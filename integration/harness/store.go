@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"net/url"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite" // driver "sqlite"
 )
@@ -68,4 +69,16 @@ func (d *Dev) MissingCertificates(t testing.TB, serials []string) []string {
 		return nil
 	})
 	return missing
+}
+
+// IssuedAt is when the CA signed and recorded the certificate with serial
+// (hex, as the store writes it), from its record; it fails the test when
+// there is no record.
+func (d *Dev) IssuedAt(t testing.TB, serial string) time.Time {
+	t.Helper()
+	var nanos int64
+	d.withStore(t, func(ctx context.Context, db *sql.DB) error {
+		return db.QueryRowContext(ctx, "SELECT issued_at FROM certificates WHERE serial = ?", serial).Scan(&nanos)
+	})
+	return time.Unix(0, nanos)
 }
