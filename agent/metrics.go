@@ -49,6 +49,20 @@ func newUnregisteredMetrics() *Metrics {
 	}
 }
 
+// Serving reports whether the manager holds at least one unexpired SVID
+// (from the CA or the disk cache).
+func (m *Manager) Serving() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.cfg.Clock()
+	for _, e := range m.entries {
+		if e.svid != nil && now.Before(e.svid.Certificates[0].NotAfter) {
+			return true
+		}
+	}
+	return false
+}
+
 // updateGauges refreshes the held count and the outage budget.
 func (m *Manager) updateGauges() {
 	m.mu.Lock()

@@ -269,10 +269,12 @@ func (p *agentProcess) buildAttestors(cfg AgentConfig, log *slog.Logger) ([]atte
 	return out, nil
 }
 
-// readyz: the agent can serve once it holds an agent SVID or cached SVIDs.
+// readyz: the agent can serve once it is attested, or holds valid SVIDs
+// (from its disk cache, during a CA outage), so that a rolling update is
+// not stalled by an outage.
 func (p *agentProcess) readyz(w http.ResponseWriter, _ *http.Request) {
-	if p.client.AgentSVID() == nil {
-		http.Error(w, "not ready: agent not attested yet", http.StatusServiceUnavailable)
+	if p.client.AgentSVID() == nil && !p.manager.Serving() {
+		http.Error(w, "not ready: not attested and no cached SVID", http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ok")
