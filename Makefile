@@ -6,7 +6,7 @@ BIN   := $(CURDIR)/bin
 TOOLS := $(CACHE)/bin
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-unit test-integration bench generate generate-check lint fuzz tools clean
+.PHONY: all build run test test-unit test-integration bench generate generate-check lint fuzz tools k8s-tools clean
 
 all: build
 
@@ -17,10 +17,11 @@ build:
 run: build
 	$(BIN)/lanyard dev --dir $(CURDIR)/.lanyard
 
-## test: unit + integration tests (real processes on 127.0.0.1)
-test: build
+## test: unit + integration tests (real processes on 127.0.0.1; the Kubernetes tests need k8s-tools)
+test: build k8s-tools
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd integration/istio && $(GO) test -race -count=1 -timeout 20m ./...
+	cd integration/deploy && $(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: Go micro-benchmarks, then the issuance benchmark against a real `lanyard dev`
 ## (BENCH_FLAGS, e.g. BENCH_FLAGS='--duration 5s'; see `lanyard bench --help`)
@@ -31,6 +32,16 @@ bench: build
 
 $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o $(TOOLS)/ github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+## k8s-tools: kube-apiserver and etcd for the integration tests' control plane (tools/k8s;
+## about 12 minutes on 2 cores cold, nothing to do when tools/k8s is unchanged)
+K8S_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/etcd
+K8S_LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
+$(K8S_TOOLS) &: tools/k8s/go.mod tools/k8s/go.sum $(wildcard tools/k8s/cmd/*/*.go)
+	cd tools/k8s && $(GO) build -ldflags '$(K8S_LDFLAGS)' -o $(TOOLS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
+	touch $(K8S_TOOLS)
+
+k8s-tools: $(K8S_TOOLS)
 
 tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 
