@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,6 +57,9 @@ type PodIndex struct {
 	cfg      PodIndexConfig
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
+
+	mu      sync.Mutex
+	changed chan struct{} // closed on the next add or update; nil until asked for
 }
 
 // NewPodIndex validates cfg and sets up (but does not start) the informer.
@@ -77,7 +81,37 @@ func NewPodIndex(cfg PodIndexConfig) (*PodIndex, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
-	return &PodIndex{cfg: cfg, factory: factory, informer: inf}, nil
+	p := &PodIndex{cfg: cfg, factory: factory, informer: inf}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { p.notify() },
+		UpdateFunc: func(any, any) { p.notify() },
+	}); err != nil {
+		return nil, fmt.Errorf("pod index: %w", err)
+	}
+	return p, nil
+}
+
+// Changed returns a channel that is closed when the index next learns of a
+// new or changed pod, so that a caller that did not find a pod can wait for
+// the watch to catch up instead of polling. Take the channel before the
+// lookup, so that no event falls in between.
+func (p *PodIndex) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
+// notify wakes the callers of Changed; it costs nothing when nobody waits.
+func (p *PodIndex) notify() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
 }
 
 // Run starts the informer, logs when it has synced, and stops it when ctx

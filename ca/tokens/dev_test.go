@@ -208,6 +208,7 @@ func TestDevIssuerMintVerifies(t *testing.T) {
 		Cluster: testCluster, Issuer: testIssuer, Namespace: "payments", Name: "api", UID: "6f1c3f9e-0000-4000-8000-000000000001",
 		PodName: "api-0", PodUID: "pod-uid", NodeName: "node-a", NodeUID: "node-uid",
 		Audiences: []string{"istio-ca"}, Expiry: time.Unix(clock.Now().Add(10*time.Minute).Unix(), 0),
+		IssuedAt: time.Unix(clock.Now().Unix(), 0),
 	}, sa)
 
 	_, err = v.Verify(context.Background(), tok, testAudience)

@@ -57,14 +57,21 @@ func fetchClient(c *http.Client) *http.Client {
 	return &out
 }
 
+// Accept headers. kube-apiserver serves its key set only as
+// application/jwk-set+json and answers 406 to "Accept: application/json".
+const (
+	acceptJSON = "application/json"
+	acceptJWKS = "application/jwk-set+json, application/json;q=0.9"
+)
+
 // httpGet fetches u and returns at most maxDocumentSize bytes of a 200
 // response.
-func httpGet(ctx context.Context, c *http.Client, u string) ([]byte, error) {
+func httpGet(ctx context.Context, c *http.Client, u, accept string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", u, err)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err // a *url.Error, which names the method and url
@@ -89,7 +96,7 @@ func httpSource(c *http.Client, jwksURL string) keySource {
 	return func(ctx context.Context) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 		defer cancel()
-		return httpGet(ctx, c, jwksURL)
+		return httpGet(ctx, c, jwksURL, acceptJWKS)
 	}
 }
 
@@ -99,7 +106,7 @@ func discoverySource(c *http.Client, discoveryURL, issuer string) keySource {
 	return func(ctx context.Context) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 		defer cancel()
-		raw, err := httpGet(ctx, c, discoveryURL)
+		raw, err := httpGet(ctx, c, discoveryURL, acceptJSON)
 		if err != nil {
 			return nil, fmt.Errorf("oidc discovery: %w", err)
 		}
@@ -117,7 +124,7 @@ func discoverySource(c *http.Client, discoveryURL, issuer string) keySource {
 		if err != nil {
 			return nil, fmt.Errorf("oidc discovery: %w", err)
 		}
-		return httpGet(ctx, c, jwksURL)
+		return httpGet(ctx, c, jwksURL, acceptJWKS)
 	}
 }
 

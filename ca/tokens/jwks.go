@@ -264,7 +264,11 @@ func (v *JWKSVerifier) verify(ctx context.Context, token, audience string) (*Ser
 	if err != nil {
 		return nil, err
 	}
-	return id.serviceAccount(v.cluster, std.Issuer, std.Audience, std.Expiry.Time()), nil
+	sa := id.serviceAccount(v.cluster, std.Issuer, std.Audience, std.Expiry.Time())
+	if std.IssuedAt != nil {
+		sa.IssuedAt = std.IssuedAt.Time()
+	}
+	return sa, nil
 }
 
 // verifyWithKeys verifies the signature with the first key that fits and

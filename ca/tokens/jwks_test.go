@@ -45,7 +45,7 @@ func TestJWKSVerifierAccepts(t *testing.T) {
 			want: ServiceAccount{
 				Cluster: testCluster, Issuer: testIssuer, Namespace: "default", Name: "web", UID: "sa-uid-1",
 				PodName: "web-7d9f", PodUID: "pod-uid-1", NodeName: "node-1", NodeUID: "node-uid-1",
-				Audiences: []string{testAudience, "istio-ca"}, Expiry: now.Add(time.Hour),
+				Audiences: []string{testAudience, "istio-ca"}, Expiry: now.Add(time.Hour), IssuedAt: now,
 			},
 		},
 		{
@@ -55,7 +55,7 @@ func TestJWKSVerifierAccepts(t *testing.T) {
 			})),
 			want: ServiceAccount{
 				Cluster: testCluster, Issuer: testIssuer, Namespace: "default", Name: "web", UID: "sa-uid-1",
-				Audiences: []string{testAudience}, Expiry: now.Add(time.Hour),
+				Audiences: []string{testAudience}, Expiry: now.Add(time.Hour), IssuedAt: now,
 			},
 		},
 		{
@@ -64,7 +64,7 @@ func TestJWKSVerifierAccepts(t *testing.T) {
 			want: ServiceAccount{
 				Cluster: testCluster, Issuer: testIssuer, Namespace: "default", Name: "web", UID: "sa-uid-1",
 				PodName: "web-7d9f", PodUID: "pod-uid-1", NodeName: "node-1", NodeUID: "node-uid-1",
-				Audiences: []string{testAudience}, Expiry: now.Add(time.Hour),
+				Audiences: []string{testAudience}, Expiry: now.Add(time.Hour), IssuedAt: now,
 			},
 		},
 		{
@@ -72,7 +72,7 @@ func TestJWKSVerifierAccepts(t *testing.T) {
 			token: keyEC().signAs(t, jose.ES256, "", base.with("kubernetes.io", map[string]any{"namespace": "default", "serviceaccount": map[string]any{"name": "web", "uid": "u"}})),
 			want: ServiceAccount{
 				Cluster: testCluster, Issuer: testIssuer, Namespace: "default", Name: "web", UID: "u",
-				Audiences: []string{testAudience, "istio-ca"}, Expiry: now.Add(time.Hour),
+				Audiences: []string{testAudience, "istio-ca"}, Expiry: now.Add(time.Hour), IssuedAt: now,
 			},
 		},
 		{
@@ -83,6 +83,7 @@ func TestJWKSVerifierAccepts(t *testing.T) {
 				Cluster: testCluster, Issuer: testIssuer, Namespace: "default", Name: "web", UID: "sa-uid-1",
 				PodName: "web-7d9f", PodUID: "pod-uid-1", NodeName: "node-1", NodeUID: "node-uid-1",
 				Audiences: []string{testAudience, "istio-ca"}, Expiry: now.Add(-59 * time.Second),
+				IssuedAt: now.Add(59 * time.Second),
 			},
 		},
 	} {
@@ -92,6 +93,8 @@ func TestJWKSVerifierAccepts(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tt.want.Expiry.Unix(), sa.Expiry.Unix())
 			sa.Expiry = tt.want.Expiry
+			require.Equal(t, tt.want.IssuedAt.Unix(), sa.IssuedAt.Unix(), "iat")
+			sa.IssuedAt = tt.want.IssuedAt
 			require.Equal(t, tt.want, *sa)
 		})
 	}

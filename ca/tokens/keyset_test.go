@@ -289,6 +289,12 @@ func TestJWKSDiscovery(t *testing.T) {
 			`","response_types_supported":["id_token"],"id_token_signing_alg_values_supported":["RS256"]}`))
 	})
 	mux.HandleFunc("/openid/v1/jwks", func(w http.ResponseWriter, r *http.Request) {
+		// As kube-apiserver: only application/jwk-set+json, else 406.
+		if !strings.Contains(r.Header.Get("Accept"), "application/jwk-set+json") {
+			w.WriteHeader(http.StatusNotAcceptable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
 		_, _ = w.Write(jwksJSON(t, keyA().jwk()))
 	})
 	srv := httptest.NewServer(mux)

@@ -127,7 +127,7 @@ func (r *reviewer) Verify(ctx context.Context, token, audience string) (*Service
 	if len(token) > MaxTokenSize {
 		return nil, fmt.Errorf("%w: token larger than %d bytes", ErrInvalidToken, MaxTokenSize)
 	}
-	exp, err := unverifiedExpiry(token)
+	exp, iat, err := unverifiedTimes(token)
 	if err != nil {
 		return nil, err
 	}
@@ -179,29 +179,42 @@ func (r *reviewer) Verify(ctx context.Context, token, audience string) (*Service
 	if err := id.check(); err != nil {
 		return nil, fmt.Errorf("%w: tokenreview: %w", ErrInvalidToken, err)
 	}
-	return id.serviceAccount(r.cluster, "", slices.Clone(st.Audiences), exp), nil
+	sa := id.serviceAccount(r.cluster, "", slices.Clone(st.Audiences), exp)
+	sa.IssuedAt = iat
+	return sa, nil
 }
 
 // unverifiedExpiry decodes the exp claim of a JWT without verifying it. It
 // is used only to bound caching and to refuse tokens that never expire
 // (legacy secret-based tokens); the API server does the verifying.
 func unverifiedExpiry(token string) (time.Time, error) {
+	exp, _, err := unverifiedTimes(token)
+	return exp, err
+}
+
+// unverifiedTimes decodes exp, which must be there, and iat (zero when
+// absent) like unverifiedExpiry.
+func unverifiedTimes(token string) (exp, iat time.Time, err error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return time.Time{}, fmt.Errorf("%w: not a jwt", ErrInvalidToken)
+		return time.Time{}, time.Time{}, fmt.Errorf("%w: not a jwt", ErrInvalidToken)
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: not a jwt", ErrInvalidToken)
+		return time.Time{}, time.Time{}, fmt.Errorf("%w: not a jwt", ErrInvalidToken)
 	}
 	var claims struct {
-		Expiry *jwt.NumericDate `json:"exp"`
+		Expiry   *jwt.NumericDate `json:"exp"`
+		IssuedAt *jwt.NumericDate `json:"iat"`
 	}
 	if err := json.Unmarshal(payload, &claims); err != nil {
-		return time.Time{}, fmt.Errorf("%w: malformed claims", ErrInvalidToken)
+		return time.Time{}, time.Time{}, fmt.Errorf("%w: malformed claims", ErrInvalidToken)
 	}
 	if claims.Expiry == nil {
-		return time.Time{}, fmt.Errorf("%w: no exp claim", ErrInvalidToken)
+		return time.Time{}, time.Time{}, fmt.Errorf("%w: no exp claim", ErrInvalidToken)
 	}
-	return claims.Expiry.Time(), nil
+	if claims.IssuedAt != nil {
+		iat = claims.IssuedAt.Time()
+	}
+	return claims.Expiry.Time(), iat, nil
 }

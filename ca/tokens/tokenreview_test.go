@@ -250,3 +250,17 @@ func TestUnverifiedExpiry(t *testing.T) {
 		})
 	}
 }
+
+func TestTokenReviewVerifierIssuedAt(t *testing.T) {
+	clock := newFakeClock()
+	iat := clock.Now().Add(-time.Minute)
+	tok := unsignedToken(`{"alg":"RS256","kid":"k"}`, fmt.Sprintf(`{"exp":%d,"iat":%d}`, clock.Now().Add(time.Hour).Unix(), iat.Unix()), "c2ln")
+	v := newReviewVerifier(t, newFakeAPI(authenticated(), nil), clock, -1)
+	sa, err := v.Verify(context.Background(), tok, testAudience)
+	require.NoError(t, err)
+	require.Equal(t, iat.Unix(), sa.IssuedAt.Unix())
+	// No iat: zero.
+	sa, err = v.Verify(context.Background(), reviewToken(clock.Now().Add(time.Hour)), testAudience)
+	require.NoError(t, err)
+	require.True(t, sa.IssuedAt.IsZero())
+}

@@ -48,6 +48,9 @@ type ServiceAccount struct {
 	// token the API server has just authenticated; tokens without exp are
 	// refused by every verifier, so it is never zero.
 	Expiry time.Time
+	// IssuedAt is the token's iat (zero when the token has none), decoded
+	// like Expiry.
+	IssuedAt time.Time
 }
 
 // Verifier verifies a token for one cluster. audience is the audience the

@@ -53,7 +53,12 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	if err != nil {
 		return nil, err
 	}
-	verifiers, err := buildVerifiers(cfg, log)
+	// The pod indexes come first: checkBoundPod verifiers read them.
+	agentPods, err := buildPodIndexes(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	verifiers, tokenStats, err := buildVerifiers(cfg, log, agentPods)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +80,8 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
+	reg.MustRegister(tokens.NewCollector(tokenStats...))
+	registerPodIndexMetrics(reg, agentPods)
 	writer, err := storage.NewWriter(storage.WriterConfig{Store: st, Logger: log.With("component", "writer"), OnBatch: metrics.ObserveStoreBatch})
 	if err != nil {
 		st.Close()
@@ -103,11 +110,6 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		ips = append(ips, net.ParseIP(s))
 	}
 	istio, err := buildIstio(cfg, issuer, authority, log)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	agentPods, err := buildPodIndexes(cfg, log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -215,8 +217,28 @@ func buildStore(ctx context.Context, cfg FileConfig, log *slog.Logger) (storage.
 	}
 }
 
-func buildVerifiers(cfg FileConfig, log *slog.Logger) (map[string]tokens.Verifier, error) {
+// registerPodIndexMetrics exports whether each pod index has synced
+// (lanyard_ca_pod_index_synced{cluster}, 0 or 1).
+func registerPodIndexMetrics(reg prometheus.Registerer, pods kube.PodIndexes) {
+	for name, idx := range pods {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lanyard_ca_pod_index_synced", Help: "1 once the pod index of the cluster has listed every pod, else 0.",
+			ConstLabels: prometheus.Labels{"cluster": name},
+		}, func() float64 {
+			if idx.Synced() {
+				return 1
+			}
+			return 0
+		}))
+	}
+}
+
+// buildVerifiers makes each cluster's token verifier, and says where its
+// counters are for the token metrics. A cluster with
+// kubernetes.checkBoundPod also checks tokens' bound pods in its pod index.
+func buildVerifiers(cfg FileConfig, log *slog.Logger, pods kube.PodIndexes) (map[string]tokens.Verifier, []tokens.ClusterStats, error) {
 	out := make(map[string]tokens.Verifier, len(cfg.Clusters))
+	var stats []tokens.ClusterStats
 	for _, cl := range cfg.Clusters {
 		var v tokens.Verifier
 		var err error
@@ -224,7 +246,14 @@ func buildVerifiers(cfg FileConfig, log *slog.Logger) (map[string]tokens.Verifie
 			var client kubernetes.Interface
 			client, err = kubeClient(cl.TokenReview.Kubeconfig)
 			if err == nil {
-				v, err = tokens.NewTokenReviewVerifier(tokens.TokenReviewConfig{Cluster: cl.Name, Client: client, Logger: log})
+				var rv *tokens.TokenReviewVerifier
+				rv, err = tokens.NewTokenReviewVerifier(tokens.TokenReviewConfig{
+					Cluster: cl.Name, Client: client, CacheTTL: cl.TokenReview.CacheTTL, Logger: log.With("component", "tokens"),
+				})
+				if err == nil {
+					v = rv
+					stats = append(stats, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodTokenReview, Source: rv})
+				}
 			}
 		} else {
 			var hc *http.Client
@@ -235,16 +264,25 @@ func buildVerifiers(cfg FileConfig, log *slog.Logger) (map[string]tokens.Verifie
 					JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log.With("component", "tokens"),
 				})
 				if err == nil {
-					v, err = tokens.NewCache(jv, tokens.CacheConfig{})
+					var c *tokens.Cache
+					if c, err = tokens.NewCache(jv, tokens.CacheConfig{}); err == nil {
+						v = c
+						stats = append(stats, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c})
+					}
 				}
 			}
 		}
+		if err == nil && cl.Kubernetes != nil && cl.Kubernetes.CheckBoundPod {
+			v, err = kube.NewBoundPodVerifier(kube.BoundPodConfig{
+				Cluster: cl.Name, Next: v, Pods: pods[cl.Name], Logger: log.With("component", "tokens"),
+			})
+		}
 		if err != nil {
-			return nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
+			return nil, nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
 		}
 		out[cl.Name] = v
 	}
-	return out, nil
+	return out, stats, nil
 }
 
 func kubeClient(kubeconfig string) (kubernetes.Interface, error) {

@@ -85,16 +85,28 @@ type ClusterConfig struct {
 	JWKSURL      string `yaml:"jwksURL"`
 	JWKSFile     string `yaml:"jwksFile"`
 	TokenReview  *struct {
-		// Kubeconfig path; empty means in-cluster configuration.
+		// Kubeconfig path; empty means in-cluster configuration. Its
+		// user needs only `create tokenreviews` (authentication.k8s.io).
 		Kubeconfig string `yaml:"kubeconfig"`
+		// CacheTTL is how long a positive answer is reused, never past
+		// the token's exp (default 10s; negative turns the cache off). A
+		// token of a deleted pod is accepted for at most this long.
+		CacheTTL time.Duration `yaml:"cacheTTL"`
 	} `yaml:"tokenReview"`
 	CACertFile string `yaml:"caCertFile"` // CA for the discovery/JWKS URL
 	// Kubernetes, when set, lets the CA watch this cluster's pods: a
 	// workload an agent identified with its k8s attestor is accepted only
 	// when its pod runs on that agent's node.
 	Kubernetes *struct {
-		// Kubeconfig path; empty means in-cluster configuration.
+		// Kubeconfig path; empty means in-cluster configuration. Its
+		// user needs `get, list, watch pods`.
 		Kubeconfig string `yaml:"kubeconfig"`
+		// CheckBoundPod refuses a pod-bound token once its pod is gone
+		// from the pod index (deleted or finished), or when the token does
+		// not match it; verification of the token itself is unchanged.
+		// Meant for offline (discovery/JWKS) verification, which otherwise
+		// accepts such a token until its exp.
+		CheckBoundPod bool `yaml:"checkBoundPod"`
 	} `yaml:"kubernetes"`
 }
 

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"gopkg.in/yaml.v3"
 
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
@@ -22,8 +22,8 @@ import (
 // CAOptions configures StartCA.
 type CAOptions struct {
 	// Config is the YAML configuration of `lanyard ca` (see
-	// cmd/lanyard/config.go) as nested maps and slices: clusters, agents,
-	// policy... StartCA sets listenAddr, httpAddr, dataDir and bundleFile
+	// cmd/lanyard/config.go) as nested maps and slices (durations as
+	// strings such as "4s"): clusters, agents, policy... StartCA sets listenAddr, httpAddr, dataDir and bundleFile
 	// over it, trustDomain unless given (cluster.local), and log.level
 	// debug unless a log section is given.
 	Config map[string]any
@@ -102,7 +102,8 @@ func startCA(t testing.TB, bin, dir, logDir string, opts CAOptions) (*CA, error)
 		return c, fmt.Errorf("trust domain: %w", err)
 	}
 	c.TrustDomain = td
-	raw, err := yaml.Marshal(cfg)
+	// JSON is YAML: no YAML library for the modules that share the harness.
+	raw, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}

@@ -86,15 +86,11 @@ func TestKubernetes(t *testing.T) {
 		requireStatus(t, codes.Unauthenticated, err)
 		_, err = e.ca.AttestAgent(t, "north", westAgentToken, harness.NewCSR(t, harness.CSROptions{}))
 		requireStatus(t, codes.Unauthenticated, err)
-		svid, err := e.ca.AttestAgent(t, "", eastAgentToken(t, e), harness.NewCSR(t, harness.CSROptions{}))
+		_, eastAgentToken := agentPod(t, e.east, nodeA)
+		svid, err := e.ca.AttestAgent(t, "", eastAgentToken, harness.NewCSR(t, harness.CSROptions{}))
 		require.NoError(t, err)
 		require.Equal(t, e.ca.AgentID("east", nodeA), svid.ID)
 	})
-}
-
-func eastAgentToken(t *testing.T, e *env) string {
-	_, token := agentPod(t, e.east, nodeA)
-	return token
 }
 
 // testCluster checks one cluster's verification method end to end.
