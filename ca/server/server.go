@@ -69,7 +69,7 @@ type Config struct {
 	MaxInFlight  int
 	OverloadWait time.Duration
 	// MaxQueued bounds the batch entries admitted and waiting for a slot
-	// (default 8192, a few seconds of work); a batch that would pass it is
+	// (default 16384, some 8 s of work on 2 cores); a batch that would pass it is
 	// refused whole with ResourceExhausted before any work is done.
 	MaxQueued int
 	// Profiling serves net/http/pprof under /debug/pprof/ on the HTTP
@@ -126,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxInFlight = 64 * runtime.GOMAXPROCS(0)
 	}
 	if cfg.MaxQueued == 0 {
-		cfg.MaxQueued = 8192
+		cfg.MaxQueued = 16384
 	}
 	if cfg.OverloadWait == 0 {
 		cfg.OverloadWait = 5 * time.Second
