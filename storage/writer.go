@@ -16,6 +16,9 @@ const (
 	DefaultCommitTimeout = 10 * time.Second
 	DefaultDrainTimeout  = 5 * time.Second
 	DefaultMaxAuditQueue = 4096
+	// DefaultCommitDelay and DefaultCommitSiblings: see WriterConfig.
+	DefaultCommitDelay    = time.Millisecond
+	DefaultCommitSiblings = 32
 )
 
 // errWriterClosed is returned for work the writer refuses or gives up on
@@ -43,6 +46,16 @@ type WriterConfig struct {
 	// MaxAuditQueue bounds the audit events waiting for a transaction;
 	// RecordAudit drops events beyond it. Default: DefaultMaxAuditQueue.
 	MaxAuditQueue int
+	// CommitDelay is how long the writer waits, while it is busy, for a
+	// small batch to fill before the next transaction (PostgreSQL's
+	// commit_delay): fewer, larger transactions cost less per record. It
+	// applies only right after a transaction and only while fewer than
+	// CommitSiblings records wait, so a lone record on an idle writer
+	// commits at once. Default DefaultCommitDelay; negative disables it.
+	CommitDelay time.Duration
+	// CommitSiblings: no delay once this many records wait. Default
+	// DefaultCommitSiblings.
+	CommitSiblings int
 	// OnBatch, when set, is called from Run's goroutine after every
 	// transaction the writer attempts, for metrics. It must not block.
 	OnBatch func(BatchResult)
@@ -83,14 +96,16 @@ type WriterStats struct {
 // Run owns the loop; Record and RecordAudit may be called from any
 // goroutine, before or while Run runs.
 type Writer struct {
-	store         Store
-	maxBatch      int
-	log           *slog.Logger
-	clock         func() time.Time
-	commitTimeout time.Duration
-	drainTimeout  time.Duration
-	maxAuditQueue int
-	onBatch       func(BatchResult)
+	commitDelay    time.Duration
+	commitSiblings int
+	store          Store
+	maxBatch       int
+	log            *slog.Logger
+	clock          func() time.Time
+	commitTimeout  time.Duration
+	drainTimeout   time.Duration
+	maxAuditQueue  int
+	onBatch        func(BatchResult)
 
 	mu     sync.Mutex
 	certs  []*certRequest
@@ -137,16 +152,24 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.MaxAuditQueue == 0 {
 		cfg.MaxAuditQueue = DefaultMaxAuditQueue
 	}
+	if cfg.CommitDelay == 0 {
+		cfg.CommitDelay = DefaultCommitDelay
+	}
+	if cfg.CommitSiblings <= 0 {
+		cfg.CommitSiblings = DefaultCommitSiblings
+	}
 	return &Writer{
-		store:         cfg.Store,
-		maxBatch:      cfg.MaxBatch,
-		log:           cfg.Logger,
-		clock:         cfg.Clock,
-		commitTimeout: cfg.CommitTimeout,
-		drainTimeout:  cfg.DrainTimeout,
-		maxAuditQueue: cfg.MaxAuditQueue,
-		onBatch:       cfg.OnBatch,
-		wake:          make(chan struct{}, 1),
+		commitDelay:    cfg.CommitDelay,
+		commitSiblings: cfg.CommitSiblings,
+		store:          cfg.Store,
+		maxBatch:       cfg.MaxBatch,
+		log:            cfg.Logger,
+		clock:          cfg.Clock,
+		commitTimeout:  cfg.CommitTimeout,
+		drainTimeout:   cfg.DrainTimeout,
+		maxAuditQueue:  cfg.MaxAuditQueue,
+		onBatch:        cfg.OnBatch,
+		wake:           make(chan struct{}, 1),
 	}, nil
 }
 
@@ -248,7 +271,11 @@ func (w *Writer) flush(stop, commitCtx context.Context) {
 		certs []*certRequest
 		audit []AuditEvent
 	)
+	busy := false
 	for stop.Err() == nil {
+		if busy && w.commitDelay > 0 {
+			w.waitForCompany(stop)
+		}
 		certs, audit = w.take(certs[:0], audit[:0])
 		if len(certs) == 0 && len(audit) == 0 {
 			return
@@ -257,10 +284,31 @@ func (w *Writer) flush(stop, commitCtx context.Context) {
 		if len(certs) > 0 {
 			w.commitCertificates(commitCtx, certs)
 		}
+		busy = len(certs) > 0
 		if len(audit) > 0 {
 			w.commitAudit(commitCtx, audit)
 		}
 		clear(certs) // drop references to finished requests
+	}
+}
+
+// waitForCompany waits, up to commitDelay, while certificate requests keep
+// arriving and fewer than commitSiblings wait: it stops as soon as the
+// queue is empty or has not grown for a quarter of the delay, so callers
+// that are all already waiting are not held back.
+func (w *Writer) waitForCompany(stop context.Context) {
+	deadline := time.Now().Add(w.commitDelay)
+	step := max(w.commitDelay/4, 25*time.Microsecond)
+	last := -1
+	for {
+		w.mu.Lock()
+		n := len(w.certs)
+		w.mu.Unlock()
+		if n == 0 || n >= w.commitSiblings || n == last || !time.Now().Before(deadline) || stop.Err() != nil {
+			return
+		}
+		last = n
+		time.Sleep(step)
 	}
 }
 

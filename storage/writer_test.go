@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -273,4 +274,37 @@ func TestWriterCommitTimeout(t *testing.T) {
 		require.ErrorIs(t, err, storage.ErrUnavailable)
 		require.Equal(t, time.Second, time.Since(start))
 	})
+}
+
+// With records arriving one by one while the writer is busy (the CA's
+// open loop), the commit delay lets them share transactions; without it
+// nearly every record pays a transaction of its own.
+func TestWriterCommitDelayGroupsArrivals(t *testing.T) {
+	batches := func(delay time.Duration) int {
+		var n int
+		synctest.Test(t, func(t *testing.T) {
+			fs := newFakeStore()
+			fs.fail = func([]storage.CertificateRecord) error {
+				time.Sleep(200 * time.Microsecond) // a commit with its fsync
+				return nil
+			}
+			w, _ := startWriter(t, storage.WriterConfig{Store: fs, CommitDelay: delay})
+			synctest.Wait()
+			var wg sync.WaitGroup
+			for i := range 200 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(time.Duration(i) * 100 * time.Microsecond) // one arrival every 100µs
+					assert.NoError(t, w.Record(t.Context(), rec(fmt.Sprintf("c%03d", i))))
+				}()
+			}
+			wg.Wait()
+			n = len(fs.batchSizes())
+		})
+		return n
+	}
+	without, with := batches(-1), batches(0)
+	t.Logf("transactions for 200 records: %d without commit delay, %d with the default", without, with)
+	require.Less(t, with*2, without, "the delay should at least halve the transactions")
 }

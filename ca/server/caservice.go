@@ -148,26 +148,33 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 	s.metrics.BatchSize.Observe(float64(n))
 	cluster, node, _ := ca.ParseAgentID(s.ca.TrustDomain(), agent)
 	results := make([]*cav1.SVIDResult, n)
+	answer := func(ctx context.Context, i int, entry *cav1.SVIDRequest) {
+		res := &cav1.SVIDResult{Id: entry.GetId()}
+		issued, err := s.signEntry(ctx, agent, cluster, node, entry)
+		if err != nil {
+			st := toStatus(err)
+			res.Code, res.Message = uint32(st.Code()), st.Message()
+			s.metrics.Rejected.WithLabelValues(method+":entry", st.Code().String()).Inc()
+			if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
+				s.log.Error("batch entry failed", "agent", agent.String(), "code", st.Code().String(), "error", err)
+			} else {
+				s.log.Info("batch entry rejected", "agent", agent.String(), "code", st.Code().String(), "reason", err.Error())
+			}
+		} else {
+			res.Svid = svidProto(issued)
+			s.metrics.Issued.WithLabelValues(ca.KindWorkload).Inc()
+		}
+		results[i] = res
+	}
+	if n == 1 { // the common renewal of one workload: no goroutine to spawn and grow
+		answer(ctx, 0, req.GetRequests()[0])
+		return &cav1.BatchSignSVIDsResponse{Results: results}, nil
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(64)
 	for i, entry := range req.GetRequests() {
 		g.Go(func() error {
-			res := &cav1.SVIDResult{Id: entry.GetId()}
-			issued, err := s.signEntry(gctx, agent, cluster, node, entry)
-			if err != nil {
-				st := toStatus(err)
-				res.Code, res.Message = uint32(st.Code()), st.Message()
-				s.metrics.Rejected.WithLabelValues(method+":entry", st.Code().String()).Inc()
-				if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
-					s.log.Error("batch entry failed", "agent", agent.String(), "code", st.Code().String(), "error", err)
-				} else {
-					s.log.Info("batch entry rejected", "agent", agent.String(), "code", st.Code().String(), "reason", err.Error())
-				}
-			} else {
-				res.Svid = svidProto(issued)
-				s.metrics.Issued.WithLabelValues(ca.KindWorkload).Inc()
-			}
-			results[i] = res
+			answer(gctx, i, entry)
 			return nil
 		})
 	}

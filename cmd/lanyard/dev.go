@@ -68,6 +68,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	tuneGC()
 	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -32,6 +33,15 @@ func rootCmd() *cobra.Command {
 	}
 	root.AddCommand(caCmd(), agentCmd(), devCmd(), benchCmd())
 	return root
+}
+
+// tuneGC trades memory for CPU in the CA, whose heap is small and whose
+// work allocates a lot per certificate (ASN.1, JSON, protobuf): the GC runs
+// at 200 % heap growth instead of 100 % unless GOGC says otherwise.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
@@ -92,6 +102,7 @@ HTTP (default :9090). Configuration comes from --config (YAML); flags override i
 			if err != nil {
 				return err
 			}
+			tuneGC()
 			p, err := buildCA(cmd.Context(), cfg, log, nil)
 			if err != nil {
 				return err
