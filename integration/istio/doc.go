@@ -6,6 +6,13 @@
 // integration/harness, with tokens from `lanyard dev token --audience
 // istio-ca`.
 //
+// TestIstioWithKubernetes runs `lanyard ca` (harness.StartCA) with the
+// istio: section on against a real kube-apiserver (integration/harness/kube;
+// its binaries come from `make k8s-tools`, and the test fails without
+// them): istio-agent's citadel client with a TokenRequest token bound to a
+// pod, and ztunnel's ImpersonatedIdentity checked against the pods on each
+// node.
+//
 // It is its own Go module so that the main module does not depend on
 // istio.io/istio. Run it with `make test` or:
 //
