@@ -624,7 +624,9 @@ func TestManagerTokenNoLongerAccepted(t *testing.T) {
 // ±10 % jitter does not split one agent's renewals into many calls.
 func TestManagerDueCoalescesRenewals(t *testing.T) {
 	c := newTestCA(t, nil, nil)
-	m := newTestManager(t, c, newFakeSigner(c, testTokens), nil)
+	// Not running: the test calls due itself.
+	m, err := NewManager(ManagerConfig{Signer: newFakeSigner(c, testTokens), TrustDomain: testTD})
+	require.NoError(t, err)
 	leaf := &x509.Certificate{NotBefore: time.Now().Add(-30 * time.Minute), NotAfter: time.Now().Add(30 * time.Minute)}
 	svid := &x509svid.SVID{Certificates: []*x509.Certificate{leaf}}
 	now := time.Now()
