@@ -28,7 +28,8 @@ import (
 // Request bounds of the CA API.
 const (
 	MaxBatchEntries = 1000
-	MaxTokenSize    = 16 << 10
+	// MaxTokenSize is the verifiers' own bound, checked here before any work.
+	MaxTokenSize = tokens.MaxTokenSize
 )
 
 // TokenVerifier authenticates service-account tokens per cluster

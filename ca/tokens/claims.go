@@ -13,6 +13,21 @@ import (
 // Longer tokens are rejected before they are parsed or sent anywhere.
 const MaxTokenSize = 16 << 10
 
+// checkRequest refuses what no verifier should spend work on: no audience
+// to check, an empty token, or one over MaxTokenSize.
+func checkRequest(token, audience string) error {
+	if audience == "" {
+		return fmt.Errorf("%w: no audience requested", ErrWrongAudience)
+	}
+	if token == "" {
+		return fmt.Errorf("%w: empty token", ErrInvalidToken)
+	}
+	if len(token) > MaxTokenSize {
+		return fmt.Errorf("%w: token larger than %d bytes", ErrInvalidToken, MaxTokenSize)
+	}
+	return nil
+}
+
 // serviceAccountPrefix starts the subject (and TokenReview username) of
 // every Kubernetes service-account token.
 const serviceAccountPrefix = "system:serviceaccount:"

@@ -229,14 +229,8 @@ func (v *JWKSVerifier) Verify(ctx context.Context, token, audience string) (*Ser
 }
 
 func (v *JWKSVerifier) verify(ctx context.Context, token, audience string) (*ServiceAccount, error) {
-	if audience == "" {
-		return nil, fmt.Errorf("%w: no audience requested", ErrWrongAudience)
-	}
-	if token == "" {
-		return nil, fmt.Errorf("%w: empty token", ErrInvalidToken)
-	}
-	if len(token) > MaxTokenSize {
-		return nil, fmt.Errorf("%w: token larger than %d bytes", ErrInvalidToken, MaxTokenSize)
+	if err := checkRequest(token, audience); err != nil {
+		return nil, err
 	}
 	tok, err := jwt.ParseSigned(token, v.algs)
 	if err != nil {

@@ -118,14 +118,8 @@ type reviewer struct {
 }
 
 func (r *reviewer) Verify(ctx context.Context, token, audience string) (*ServiceAccount, error) {
-	if audience == "" {
-		return nil, fmt.Errorf("%w: no audience requested", ErrWrongAudience)
-	}
-	if token == "" {
-		return nil, fmt.Errorf("%w: empty token", ErrInvalidToken)
-	}
-	if len(token) > MaxTokenSize {
-		return nil, fmt.Errorf("%w: token larger than %d bytes", ErrInvalidToken, MaxTokenSize)
+	if err := checkRequest(token, audience); err != nil {
+		return nil, err
 	}
 	exp, iat, err := unverifiedTimes(token)
 	if err != nil {
