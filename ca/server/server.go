@@ -11,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	istiopb "istio.io/api/security/v1alpha1"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/internal/atomicfile"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 	"github.com/lanyard-id/lanyard/storage"
 )
@@ -328,21 +327,5 @@ func WriteBundleFile(path string, roots []*x509.Certificate) error {
 	for _, r := range roots {
 		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bundle*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, 0o644)
 }

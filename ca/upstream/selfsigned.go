@@ -18,6 +18,8 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
 	"go.step.sm/crypto/x509util"
+
+	"github.com/lanyard-id/lanyard/internal/atomicfile"
 )
 
 // File names of the self-signed root inside its directory.
@@ -94,7 +96,7 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	if err := writeKey(keyPath, key); err != nil {
 		return nil, fmt.Errorf("selfsigned: %w", err)
 	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
 		return nil, fmt.Errorf("selfsigned: %w", err)
 	}
 	cfg.Logger.Info("generated self-signed root", "subject", cert.Subject.String(), "not_after", cert.NotAfter, "dir", cfg.Dir)
@@ -175,34 +177,5 @@ func writeKey(path string, key crypto.Signer) error {
 	if err != nil {
 		return fmt.Errorf("encode key: %w", err)
 	}
-	return writeFileAtomic(path, pem.EncodeToMemory(block), 0o600)
-}
-
-// writeFileAtomic writes data to path through a temp file and a rename, so
-// that a crash never leaves a half-written key or certificate.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, pem.EncodeToMemory(block), 0o600)
 }
