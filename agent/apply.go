@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/lanyard-id/lanyard/internal/backoff"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
 
@@ -70,7 +71,7 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 				// The token was accepted before and no longer works; its
 				// workload has a newer one. End the streams so that they
 				// come back with it, while the old SVID is still valid.
-				e.renewAt = now.Add(Backoff(e.failures+4, retryBase, retryLimit))
+				e.renewAt = now.Add(backoff.Exponential(e.failures+4, retryBase, retryLimit))
 				e.err = fmt.Errorf("%w: %s", ErrCredentialExpired, msg)
 				e.notify()
 				break
@@ -79,7 +80,7 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 		case codes.PermissionDenied, codes.InvalidArgument:
 			// Not fixed by retrying soon: the workload must present a new
 			// token (a new entry) or an operator must act. Back off hard.
-			e.renewAt = now.Add(Backoff(e.failures+4, retryBase, retryLimit))
+			e.renewAt = now.Add(backoff.Exponential(e.failures+4, retryBase, retryLimit))
 			if e.svid == nil || !now.Before(e.svid.Certificates[0].NotAfter) {
 				e.svid = nil
 				e.err = fmt.Errorf("%w: %s: %s", ErrDenied, code, msg)
@@ -87,7 +88,7 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 				e.notify()
 			}
 		default:
-			e.renewAt = now.Add(Backoff(e.failures, retryBase, retryLimit))
+			e.renewAt = now.Add(backoff.Exponential(e.failures, retryBase, retryLimit))
 		}
 		m.cfg.Logger.Warn("renew SVID", "spiffe_id", e.workload.ID.String(), "code", code.String(), "message", msg, "failures", e.failures)
 	}

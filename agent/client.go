@@ -18,13 +18,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/internal/backoff"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
 
@@ -92,7 +93,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 func (c *Client) dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
-	bc := backoff.DefaultConfig
+	bc := grpcbackoff.DefaultConfig
 	bc.MaxDelay = c.cfg.ReconnectMaxDelay
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
@@ -231,7 +232,7 @@ func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bund
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(Backoff(failures, 500*time.Millisecond, c.cfg.ReconnectMaxDelay)):
+		case <-time.After(backoff.Exponential(failures, 500*time.Millisecond, c.cfg.ReconnectMaxDelay)):
 		}
 	}
 }
@@ -255,7 +256,7 @@ func (c *Client) RunAgentSVID(ctx context.Context) {
 	for {
 		wait := renewAt.Sub(c.cfg.Clock())
 		if failures > 0 {
-			wait = Backoff(failures, 500*time.Millisecond, limit)
+			wait = backoff.Exponential(failures, 500*time.Millisecond, limit)
 		}
 		select {
 		case <-ctx.Done():

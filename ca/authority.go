@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	mrand "math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -20,6 +18,7 @@ import (
 	"go.step.sm/crypto/keyutil"
 
 	"github.com/lanyard-id/lanyard/ca/upstream"
+	"github.com/lanyard-id/lanyard/internal/backoff"
 )
 
 // X509CA is one replica's signing intermediate.
@@ -197,7 +196,7 @@ func (a *Authority) Run(ctx context.Context) error {
 				return nil
 			}
 			failures++
-			retryAt = now.Add(backoff(failures))
+			retryAt = now.Add(backoff.Exponential(failures, 500*time.Millisecond, time.Minute))
 			a.cfg.Logger.Error("renew intermediate", "error", err, "failures", failures)
 			continue
 		}
@@ -218,12 +217,6 @@ func (a *Authority) renewalTime() time.Time {
 	}
 	c := x.Certificate
 	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)
-}
-
-func backoff(failures int) time.Duration {
-	d := 500 * time.Millisecond * time.Duration(math.Pow(2, float64(min(failures-1, 7))))
-	d = min(d, time.Minute)
-	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
 func (a *Authority) rotate(ctx context.Context) error {
