@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -23,6 +23,7 @@ import (
 
 	"github.com/lanyard-id/lanyard/ca"
 	"github.com/lanyard-id/lanyard/ca/upstream"
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 	"github.com/lanyard-id/lanyard/storage"
 )
@@ -33,13 +34,23 @@ func TestMain(m *testing.M) {
 
 var testTD = spiffeid.RequireTrustDomainFromString("cluster.local")
 
-// testClock is real time plus an offset that tests move forward, so that a
-// test can jump to an SVID's half-life or expiry without sleeping while
-// timers still run.
-type testClock struct{ off atomic.Int64 }
-
-func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+// passTime moves clock forward by d one due timer at a time, letting the
+// code under test (in the test's synctest bubble) run to a standstill after
+// each step, so that a test sees every wake-up the code asked for.
+func passTime(clock *clocktest.Clock, d time.Duration) {
+	synctest.Wait()
+	for d > 0 {
+		next, ok := clock.Next()
+		if !ok || next > d {
+			clock.Advance(d)
+			synctest.Wait()
+			return
+		}
+		clock.Advance(next)
+		d -= next
+		synctest.Wait()
+	}
+}
 
 // memRecorder is the store stand-in: it keeps every record in memory.
 type memRecorder struct {
