@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/catest"
 	"github.com/lanyard-id/lanyard/internal/clocktest"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
@@ -38,7 +39,7 @@ var agentSubject = ca.Subject{Cluster: "c1", NodeName: "node-1", Namespace: "lan
 // fakeCA is a small CAService on the real issuing pipeline.
 type fakeCA struct {
 	cav1.UnimplementedCAServiceServer
-	tca    *testCA
+	tca    *catest.CA
 	signer *fakeSigner
 
 	mu      sync.Mutex
@@ -48,7 +49,7 @@ type fakeCA struct {
 	changed chan struct{}
 }
 
-func newFakeCA(tca *testCA) *fakeCA {
+func newFakeCA(tca *catest.CA) *fakeCA {
 	return &fakeCA{
 		tca: tca, signer: newFakeSigner(tca, testTokens), changed: make(chan struct{}),
 		bundle: bundleProtoOf(tca.Bundle()),
@@ -173,7 +174,7 @@ func tlsCert(key *ecdsa.PrivateKey, chain []*x509.Certificate) tls.Certificate {
 }
 
 // servingCert is the CA's serving certificate: spiffe://<td>/lanyard/ca.
-func servingCert(t *testing.T, tca *testCA) tls.Certificate {
+func servingCert(t *testing.T, tca *catest.CA) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -184,7 +185,7 @@ func servingCert(t *testing.T, tca *testCA) tls.Certificate {
 }
 
 // workloadCert is a valid SVID of the trust domain that is not the CA's.
-func workloadCert(t *testing.T, tca *testCA) tls.Certificate {
+func workloadCert(t *testing.T, tca *catest.CA) tls.Certificate {
 	t.Helper()
 	key, csr, err := newCSR(workloadID("shop", "api"))
 	require.NoError(t, err)

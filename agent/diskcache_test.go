@@ -18,12 +18,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
+	"github.com/lanyard-id/lanyard/ca/catest"
 	"github.com/lanyard-id/lanyard/internal/clocktest"
 )
 
 // writeTestCache runs a manager with a cache file until it holds SVIDs for
 // ws, stops it and returns the file's path and the SVIDs' serials.
-func writeTestCache(t *testing.T, c *testCA, ws ...Workload) (string, []string) {
+func writeTestCache(t *testing.T, c *catest.CA, ws ...Workload) (string, []string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state", "svids.json")
 	m, err := NewManager(ManagerConfig{Signer: newFakeSigner(c, testTokens), TrustDomain: testTD, TTL: time.Hour, CacheFile: path})

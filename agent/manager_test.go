@@ -57,7 +57,7 @@ func TestManagerSubscribeServesVerifiedSVID(t *testing.T) {
 				}
 				s := waitSVID(t, sub, nil, 5*time.Second)
 				requireValidSVID(t, s, tt.w.ID, sub.Bundles(), time.Now())
-				require.Equal(t, 1, c.Rec.len(), "the SVID served is the one recorded")
+				require.Equal(t, 1, c.Recorder.Len(), "the SVID served is the one recorded")
 				_, ok := sub.Bundles().Get(testTD)
 				require.True(t, ok)
 			})

@@ -1,19 +1,19 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/lanyard-id/lanyard/storage/storagetest"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lanyard-id/lanyard/ca"
 	"github.com/lanyard-id/lanyard/ca/upstream"
-	"github.com/lanyard-id/lanyard/storage"
 )
 
 const istioYAML = `
@@ -118,14 +118,10 @@ func testIssuer(t *testing.T, policy ca.Policy) (*ca.CA, *ca.Authority) {
 	require.NoError(t, err)
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: td, Upstream: up})
 	require.NoError(t, err)
-	issuer, err := ca.New(ca.Config{TrustDomain: td, Keys: auth, Recorder: nopRecorder{}, Policy: policy})
+	issuer, err := ca.New(ca.Config{TrustDomain: td, Keys: auth, Recorder: &storagetest.Recorder{}, Policy: policy})
 	require.NoError(t, err)
 	return issuer, auth
 }
-
-type nopRecorder struct{}
-
-func (nopRecorder) Record(_ context.Context, _ storage.CertificateRecord) error { return nil }
 
 func TestBuildIstio(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
