@@ -149,6 +149,20 @@ func (m *Manager) CAReachable() {
 	m.wake()
 }
 
+// Workloads is how many workload SVIDs the manager holds (the agent
+// reports it to the CA on each call).
+func (m *Manager) Workloads() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, e := range m.entries {
+		if e.svid != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Subscribe returns a live view of w's SVID, fetching it if needed.
 func (m *Manager) Subscribe(_ context.Context, w Workload) (Subscription, error) {
 	if w.ID.IsZero() || (w.Token == "") == (w.Attested == nil) {

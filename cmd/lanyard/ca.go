@@ -37,6 +37,7 @@ type caProcess struct {
 	server    *server.Server
 	istio     *istioParts     // nil when Istio is off
 	pods      kube.PodIndexes // clusters whose pods the CA watches
+	controls  *ca.Controls    // bans, evictions and deny list, polled from the store
 }
 
 // buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
@@ -96,8 +97,13 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	controls, err := ca.NewControls(ca.ControlsConfig{Store: st, Logger: log.With("component", "controls")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	issuer, err := ca.New(ca.Config{
-		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy,
+		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy, Denied: controls,
 		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
 		Logger: log.With("component", "ca"),
 	})
@@ -114,19 +120,27 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	admin, err := buildAdmin(cfg, td, writer, tokenStats)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	srv, err := server.New(server.Config{
 		Addr: cfg.ListenAddr, HTTPAddr: cfg.HTTPAddr, CA: issuer, Authority: authority, Tokens: clusters, Store: st,
 		ServingDNSNames: cfg.ServingDNSNames, ServingIPs: ips,
 		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
 		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile, Profiling: cfg.Profiling,
 		Registerer: reg, Gatherer: reg, Metrics: metrics, Logger: log.With("component", "server"),
-		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods),
+		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods), Controls: controls, Admin: admin,
 	})
 	if err != nil {
+		if admin.Socket != nil {
+			admin.Socket.Close()
+		}
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio, pods: agentPods}, nil
+	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio, pods: agentPods, controls: controls}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -137,12 +151,16 @@ func (p *caProcess) run(ctx context.Context) error {
 	if err := p.authority.Prepare(ctx); err != nil {
 		return fmt.Errorf("prepare CA: %w", err)
 	}
+	if err := p.controls.Reload(ctx); err != nil {
+		return fmt.Errorf("load admin controls: %w", err)
+	}
 	// The background parts outlive ctx until the server has stopped.
 	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBack()
 	back, backCtx := errgroup.WithContext(backCtx)
 	back.Go(func() error { return p.writer.Run(backCtx) })
 	back.Go(func() error { return p.authority.Run(backCtx) })
+	back.Go(func() error { return p.controls.Run(backCtx) })
 	for _, run := range p.istio.runners() {
 		back.Go(func() error { return run(backCtx) })
 	}
@@ -267,7 +285,7 @@ func buildVerifiers(cfg FileConfig, log *slog.Logger, pods kube.PodIndexes) (map
 					var c *tokens.Cache
 					if c, err = tokens.NewCache(jv, tokens.CacheConfig{}); err == nil {
 						v = c
-						stats = append(stats, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c})
+						stats = append(stats, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c, Keys: jv})
 					}
 				}
 			}
