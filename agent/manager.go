@@ -149,18 +149,13 @@ func (m *Manager) CAReachable() {
 	m.wake()
 }
 
-// Workloads is how many workload SVIDs the manager holds (the agent
-// reports it to the CA on each call).
+// Workloads is how many workload identities the manager serves: cached
+// SVIDs and those being fetched (the agent reports it to the CA on each
+// call, so the first request for a workload already counts it).
 func (m *Manager) Workloads() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
-	for _, e := range m.entries {
-		if e.svid != nil {
-			n++
-		}
-	}
-	return n
+	return len(m.entries)
 }
 
 // Subscribe returns a live view of w's SVID, fetching it if needed.

@@ -60,10 +60,7 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
-	st, ok := status.FromError(errors.Unwrap(err))
-	if !ok {
-		st, ok = status.FromError(err)
-	}
+	st, ok := status.FromError(err) // also finds a wrapped status
 	if !ok {
 		return exitError
 	}

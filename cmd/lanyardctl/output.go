@@ -45,7 +45,7 @@ func (g *globals) render(cmd *cobra.Command, msg proto.Message, table func(w io.
 // plain is msg as generic JSON values. protojson's own output is
 // deliberately unstable in its whitespace; re-encoding it is not.
 func plain(msg proto.Message) (any, error) {
-	b, err := protojson.MarshalOptions{UseProtoNames: false}.Marshal(msg)
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(msg)
 	if err != nil {
 		return nil, err
 	}
