@@ -44,15 +44,15 @@ type normalizer struct {
 }
 
 var (
-	timeRE    = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
-	derRE     = regexp.MustCompile(`"[A-Za-z0-9+/]{100,}={0,2}"`)
-	spacesRE  = regexp.MustCompile(`  +`)
+	timeRE   = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
+	derRE    = regexp.MustCompile(`"[A-Za-z0-9+/]{100,}={0,2}"`)
+	spacesRE = regexp.MustCompile(`  +`)
 	// Token verifier counters depend on retries; the row must be there.
 	verifierRowRE  = regexp.MustCompile(`(?m)^(\S+\s+(?:jwks|tokenreview)\s+\S+)(\s+\d+){3}$`)
 	verifierJSONRE = regexp.MustCompile(`"(requests|cacheHits|calls)": "\d+"`)
-	hexRE     = regexp.MustCompile(`\b[0-9a-f]{16,64}\b`)
-	auditIDRE = regexp.MustCompile(`(?m)^\d+(\s{2,})`)
-	jsonIDRE  = regexp.MustCompile(`"id": "\d+"`)
+	hexRE          = regexp.MustCompile(`\b[0-9a-f]{16,64}\b`)
+	auditIDRE      = regexp.MustCompile(`(?m)^\d+(\s{2,})`)
+	jsonIDRE       = regexp.MustCompile(`"id": "\d+"`)
 )
 
 func newNormalizer(dir string) *normalizer { return &normalizer{hex: map[string]string{}, dir: dir} }
