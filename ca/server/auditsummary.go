@@ -29,7 +29,7 @@ type auditSummary struct {
 // counts reads the counters as "issued|<kind>" and "rejected|<method>|<code>".
 func (s *auditSummary) counts() map[string]float64 {
 	out := map[string]float64{}
-	read := func(prefix string, c prometheus.Collector) {
+	read := func(prefix string, c prometheus.Collector, labels ...string) {
 		ch := make(chan prometheus.Metric, 64)
 		go func() { c.Collect(ch); close(ch) }()
 		for m := range ch {
@@ -37,15 +37,19 @@ func (s *auditSummary) counts() map[string]float64 {
 			if m.Write(&d) != nil || d.GetCounter() == nil {
 				continue
 			}
-			key := prefix
+			values := map[string]string{}
 			for _, l := range d.GetLabel() {
-				key += "|" + l.GetValue()
+				values[l.GetName()] = l.GetValue()
+			}
+			key := prefix
+			for _, name := range labels {
+				key += "|" + values[name]
 			}
 			out[key] = d.GetCounter().GetValue()
 		}
 	}
-	read("issued", s.metrics.Issued)
-	read("rejected", s.metrics.Rejected)
+	read("issued", s.metrics.Issued, "kind")
+	read("rejected", s.metrics.Rejected, "method", "code")
 	return out
 }
 
