@@ -54,9 +54,26 @@ func agentSign(t *testing.T, d *harness.Dev, a *harness.Agent, ns, sa string) co
 // (within the control poll) on another replica sharing the store; allowing
 // it again restores both.
 func TestAdminDenyIdentity(t *testing.T) {
-	d := harness.StartDev(t, harness.Options{Args: []string{"--agent=false"}})
+	d := harness.StartDev(t, harness.Options{Args: []string{"--agent=false", "--replica-name", "ca-1"}})
 	// A second replica: another process on the same store and root.
-	r2 := harness.StartDev(t, harness.Options{Dir: d.Dir, Args: []string{"--agent=false", "--admin-socket", filepath.Join(d.Dir, "admin-2.sock")}})
+	r2 := harness.StartDev(t, harness.Options{Dir: d.Dir, Args: []string{"--agent=false", "--replica-name", "ca-2",
+		"--admin-socket", filepath.Join(d.Dir, "admin-2.sock")}})
+	// Each replica's status shows both, serving, each with its own active intermediate.
+	require.Eventually(t, func() bool {
+		st := ctlJSON(t, d, "ca", "status")
+		replicas, _ := st["replicas"].([]any)
+		inter, _ := st["intermediates"].([]any)
+		if len(replicas) != 2 || len(inter) != 2 {
+			return false
+		}
+		for i, name := range []string{"ca-1", "ca-2"} {
+			r := replicas[i].(map[string]any)
+			if r["name"] != name || r["health"] != "serving" {
+				return false
+			}
+		}
+		return inter[0].(map[string]any)["subjectKeyId"] != inter[1].(map[string]any)["subjectKeyId"]
+	}, 15*time.Second, 200*time.Millisecond, "ca status never showed both replicas")
 	a := d.NewAgent(t, "node-a")
 	a2 := r2.NewAgent(t, "node-b")
 	require.Equal(t, codes.OK, agentSign(t, d, a, "default", "api"))

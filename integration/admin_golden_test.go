@@ -64,7 +64,9 @@ func (n *normalizer) apply(s string) string {
 		q := regexp.QuoteMeta(host)
 		s = regexp.MustCompile(`intermediate `+q+`,`).ReplaceAllString(s, "intermediate <host>,")
 		s = regexp.MustCompile(`(?m)^`+q+` `).ReplaceAllString(s, "<host> ")
+		s = regexp.MustCompile(`(?m) `+q+`$`).ReplaceAllString(s, " <host>")
 		s = strings.ReplaceAll(s, `"name": "`+host+`"`, `"name": "<host>"`)
+		s = strings.ReplaceAll(s, `"replica": "`+host+`"`, `"replica": "<host>"`)
 	}
 	s = timeRE.ReplaceAllString(s, "<time>")
 	s = derRE.ReplaceAllString(s, `"<der>"`)

@@ -61,3 +61,30 @@ type Controls struct {
 	// revoked (evicted agents) and have not expired.
 	RevokedAgentSerials []string
 }
+
+// ReplicaRecord is a CA replica's last heartbeat.
+type ReplicaRecord struct {
+	Name      string
+	StartedAt time.Time
+	SeenAt    time.Time
+	// Health is "serving" or why the replica is not ready.
+	Health string
+	// IntermediateKeyID and IntermediateNotAfter describe the replica's
+	// active intermediate.
+	IntermediateKeyID    string
+	IntermediateNotAfter time.Time
+}
+
+// Validate checks that the replica has a name and representable times.
+// Errors wrap ErrInvalidArgument.
+func (r ReplicaRecord) Validate() error {
+	if r.Name == "" {
+		return fmt.Errorf("replica record: empty name: %w", ErrInvalidArgument)
+	}
+	for _, t := range []time.Time{r.StartedAt, r.SeenAt, r.IntermediateNotAfter} {
+		if !ValidTime(t) {
+			return fmt.Errorf("replica record %s: time out of range: %w", r.Name, ErrInvalidArgument)
+		}
+	}
+	return nil
+}

@@ -217,6 +217,11 @@ type Store interface {
 	// ListAudit returns events matching f, newest (highest ID) first.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 
+	// UpsertReplica records a CA replica's heartbeat, keyed by Name.
+	UpsertReplica(ctx context.Context, r ReplicaRecord) error
+	// ListReplicas returns every replica ordered by name.
+	ListReplicas(ctx context.Context) ([]ReplicaRecord, error)
+
 	// Ping checks that the store can be reached and written.
 	Ping(ctx context.Context) error
 	// Close releases the store. Calling it again returns nil.

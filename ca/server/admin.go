@@ -52,6 +52,10 @@ type AdminConfig struct {
 	// SummaryInterval is how often issuance and rejection counts are
 	// written to the audit log (default 1m; negative turns it off).
 	SummaryInterval time.Duration
+	// HeartbeatInterval is how often this replica writes its health and
+	// intermediate to the store for GetStatus (default 5s); a replica not
+	// heard from for three intervals is shown "stale".
+	HeartbeatInterval time.Duration
 }
 
 // AuditRecorder queues an audit event (*storage.Writer).
@@ -95,6 +99,9 @@ func newAdminService(cfg AdminConfig, s *Server, banned *bannedCache) (*adminSer
 	}
 	if cfg.SummaryInterval == 0 {
 		cfg.SummaryInterval = time.Minute
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
 	}
 	if cfg.ReplicaName == "" {
 		cfg.ReplicaName, _ = os.Hostname()
@@ -263,4 +270,28 @@ func (a *adminService) runSummary(ctx context.Context) error {
 	}
 	s := &auditSummary{metrics: a.srv.metrics, audit: a.cfg.Audit, interval: a.cfg.SummaryInterval, clock: a.clock}
 	return s.run(ctx)
+}
+
+// runHeartbeat writes this replica's health and intermediate to the store
+// every HeartbeatInterval, until ctx ends.
+func (a *adminService) runHeartbeat(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		r := storage.ReplicaRecord{Name: a.cfg.ReplicaName, StartedAt: a.started, SeenAt: a.clock(), Health: "serving"}
+		if err := a.srv.ready(ctx); err != nil {
+			r.Health = "not ready: " + err.Error()
+		}
+		if x, err := a.srv.cfg.Authority.Current(); err == nil {
+			r.IntermediateKeyID, r.IntermediateNotAfter = x.KeyID, x.Certificate.NotAfter
+		}
+		if err := a.store.UpsertReplica(ctx, r); err != nil && ctx.Err() == nil {
+			a.log.Warn("write replica heartbeat", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

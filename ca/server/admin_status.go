@@ -19,8 +19,9 @@ func (a *adminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 	return &adminv1.GetBundleResponse{TrustDomain: b.TrustDomain.Name(), X509Authorities: rawCerts(b.Roots), Sequence: b.Sequence}, nil
 }
 
-// GetStatus describes this replica. Replicas do not register in the store
-// yet, so the replica list names only the one that answers.
+// GetStatus describes the CA: this replica's roots and intermediates, and
+// every replica's heartbeat and intermediate from the store (replicas not
+// heard from for a day are left out).
 func (a *adminService) GetStatus(ctx context.Context, _ *adminv1.GetStatusRequest) (*adminv1.GetStatusResponse, error) {
 	b := a.authority.Bundle()
 	resp := &adminv1.GetStatusResponse{
@@ -32,14 +33,33 @@ func (a *adminService) GetStatus(ctx context.Context, _ *adminv1.GetStatusReques
 	}
 	if x, err := a.srv.cfg.Authority.Current(); err == nil {
 		for i, c := range x.Chain {
-			resp.Intermediates = append(resp.Intermediates, caCertProto(c, i == 0))
+			p := caCertProto(c, i == 0)
+			if i == 0 {
+				p.Replica = a.cfg.ReplicaName
+			}
+			resp.Intermediates = append(resp.Intermediates, p)
 		}
 	}
-	health := "serving"
-	if err := a.srv.ready(ctx); err != nil {
-		health = "not ready: " + err.Error()
+	replicas, err := a.store.ListReplicas(ctx)
+	if err != nil {
+		return nil, err
 	}
-	resp.Replicas = []*adminv1.Replica{{Name: a.cfg.ReplicaName, Health: health, StartedAt: ts(a.started)}}
+	now := a.clock()
+	for _, r := range replicas {
+		if now.Sub(r.SeenAt) > 24*time.Hour {
+			continue
+		}
+		health := r.Health
+		if now.Sub(r.SeenAt) > 3*a.cfg.HeartbeatInterval {
+			health = "stale"
+		}
+		resp.Replicas = append(resp.Replicas, &adminv1.Replica{Name: r.Name, Health: health, StartedAt: ts(r.StartedAt), LastSeen: ts(r.SeenAt)})
+		if r.Name != a.cfg.ReplicaName && r.IntermediateKeyID != "" {
+			resp.Intermediates = append(resp.Intermediates, &adminv1.CACertificate{
+				SubjectKeyId: r.IntermediateKeyID, NotAfter: ts(r.IntermediateNotAfter), Active: true, Replica: r.Name,
+			})
+		}
+	}
 	if a.cfg.Verifiers != nil {
 		for _, v := range a.cfg.Verifiers() {
 			resp.TokenVerifiers = append(resp.TokenVerifiers, &adminv1.TokenVerifier{

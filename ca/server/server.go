@@ -272,6 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.reports.run(ctx) })
 	if s.admin != nil {
 		g.Go(func() error { return s.admin.runSummary(ctx) })
+		g.Go(func() error { return s.admin.runHeartbeat(ctx) })
 	}
 	if s.adminGRPC != nil {
 		g.Go(func() error {

@@ -55,6 +55,7 @@ issuer key in --dir can mint any identity.`,
 	f.StringVar(&agentHTTPAddr, "agent-http-addr", "127.0.0.1:9091", "node agent health and metrics address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&admin.Socket, "admin-socket", "", "admin socket (default DIR/admin.sock)")
+	f.StringVar(&admin.ReplicaName, "replica-name", "", "name of this CA replica in 'lanyardctl ca status' (default the host name)")
 	f.StringVar(&admin.SocketMode, "admin-socket-mode", "0600", "permissions of the admin socket")
 	f.StringSliceVar(&admin.AdminIDs, "admin-id", nil, "SPIFFE ID that may call the admin API over mTLS (repeat for several)")
 	f.DurationVar(&admin.AuditSummaryInterval, "audit-summary-interval", time.Minute, "how often issuance and rejection counts go to the audit log")

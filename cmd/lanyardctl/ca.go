@@ -45,9 +45,9 @@ func statusTable(w io.Writer, s *adminv1.GetStatusResponse) error {
 			if c.GetActive() {
 				active = "active"
 			}
-			rows = append(rows, []string{c.GetSubject(), c.GetSubjectKeyId(), when(c.GetNotAfter()), orDash(active)})
+			rows = append(rows, []string{orDash(c.GetSubject()), c.GetSubjectKeyId(), when(c.GetNotAfter()), orDash(active), orDash(c.GetReplica())})
 		}
-		return tabulate(w, []string{"SUBJECT", "KEY ID", "NOT AFTER", "ACTIVE"}, rows)
+		return tabulate(w, []string{"SUBJECT", "KEY ID", "NOT AFTER", "ACTIVE", "REPLICA"}, rows)
 	}
 	if err := certs("Roots", s.GetRoots()); err != nil {
 		return err
@@ -58,9 +58,9 @@ func statusTable(w io.Writer, s *adminv1.GetStatusResponse) error {
 	fmt.Fprintln(w, "\nReplicas:")
 	var rows [][]string
 	for _, r := range s.GetReplicas() {
-		rows = append(rows, []string{r.GetName(), r.GetHealth(), when(r.GetStartedAt())})
+		rows = append(rows, []string{r.GetName(), r.GetHealth(), when(r.GetStartedAt()), when(r.GetLastSeen())})
 	}
-	if err := tabulate(w, []string{"NAME", "HEALTH", "STARTED"}, rows); err != nil {
+	if err := tabulate(w, []string{"NAME", "HEALTH", "STARTED", "LAST SEEN"}, rows); err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "\nToken verifiers:")

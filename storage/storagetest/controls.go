@@ -225,3 +225,23 @@ func testControlSequence(t *testing.T, s storage.Store) {
 	require.NoError(t, err)
 	require.Empty(t, ctl.BannedAgents)
 }
+
+func testReplicas(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	b := storage.ReplicaRecord{Name: "ca-1", StartedAt: base, SeenAt: base.Add(time.Second), Health: "serving",
+		IntermediateKeyID: "5e1f00aa", IntermediateNotAfter: base.Add(24 * time.Hour)}
+	a := b
+	a.Name, a.Health = "ca-0", "not ready: store"
+	require.NoError(t, s.UpsertReplica(ctx, b))
+	require.NoError(t, s.UpsertReplica(ctx, a))
+	got, err := s.ListReplicas(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []storage.ReplicaRecord{a, b}, got)
+
+	b.SeenAt, b.IntermediateKeyID = base.Add(time.Minute), "77aa"
+	require.NoError(t, s.UpsertReplica(ctx, b))
+	got, err = s.ListReplicas(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []storage.ReplicaRecord{a, b}, got)
+	require.ErrorIs(t, s.UpsertReplica(ctx, storage.ReplicaRecord{}), storage.ErrInvalidArgument)
+}

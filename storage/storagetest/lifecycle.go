@@ -121,6 +121,13 @@ func calls() []struct {
 			_, err := s.Controls(ctx, base)
 			return err
 		}},
+		{"UpsertReplica", func(ctx context.Context, s storage.Store) error {
+			return s.UpsertReplica(ctx, storage.ReplicaRecord{Name: "ca-0", SeenAt: base})
+		}},
+		{"ListReplicas", func(ctx context.Context, s storage.Store) error {
+			_, err := s.ListReplicas(ctx)
+			return err
+		}},
 		{"Ping", func(ctx context.Context, s storage.Store) error { return s.Ping(ctx) }},
 	}
 }

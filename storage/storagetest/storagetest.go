@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"EvictAgent", testEvictAgent},
 		{"DenyList", testDenyList},
 		{"ControlSequence", testControlSequence},
+		{"Replicas", testReplicas},
 		{"ConcurrentRecord", testConcurrentRecord},
 		{"Ping", testPing},
 		{"ClosedStore", testClosed},

@@ -1,5 +1,6 @@
 -- 0002: admin controls (deny list, evictions, the control sequence that
--- replicas poll), what agents report, and indexes for the admin filters.
+-- replicas poll), what agents report, replicas' heartbeats, and indexes for
+-- the admin filters.
 
 ALTER TABLE agents ADD COLUMN workloads INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN evicted_at INTEGER;
@@ -21,3 +22,12 @@ INSERT INTO control_sequence (id, seq) VALUES (1, 0);
 
 CREATE INDEX certificates_revoked ON certificates (kind, revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE INDEX certificates_caller ON certificates (caller, issued_at DESC, serial DESC);
+
+CREATE TABLE replicas (
+	name                   TEXT    NOT NULL PRIMARY KEY,
+	started_at             INTEGER,
+	seen_at                INTEGER,
+	health                 TEXT    NOT NULL DEFAULT '',
+	intermediate_key_id    TEXT    NOT NULL DEFAULT '',
+	intermediate_not_after INTEGER
+);

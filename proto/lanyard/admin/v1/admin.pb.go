@@ -1642,8 +1642,10 @@ type CACertificate struct {
 	SubjectKeyId string                 `protobuf:"bytes,2,opt,name=subject_key_id,json=subjectKeyId,proto3" json:"subject_key_id,omitempty"`
 	NotBefore    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
 	NotAfter     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
-	// The intermediate this replica signs with.
-	Active        bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	// The intermediate its replica signs with.
+	Active bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	// For intermediates: the replica that holds it (each replica has its own).
+	Replica       string `protobuf:"bytes,6,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1713,13 +1715,21 @@ func (x *CACertificate) GetActive() bool {
 	return false
 }
 
-// Replica is one CA process.
+func (x *CACertificate) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+// Replica is one CA process, as its last heartbeat in the store says.
 type Replica struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// "serving" or why not.
+	// "serving", why not, or "stale" when its heartbeat stopped.
 	Health        string                 `protobuf:"bytes,2,opt,name=health,proto3" json:"health,omitempty"`
 	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1771,6 +1781,13 @@ func (x *Replica) GetHealth() string {
 func (x *Replica) GetStartedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Replica) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
 	}
 	return nil
 }
@@ -2494,19 +2511,21 @@ const file_lanyard_admin_v1_admin_proto_rawDesc = "" +
 	"\x11GetBundleResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x03R\bsequence\"\xdb\x01\n" +
+	"\bsequence\x18\x03 \x01(\x03R\bsequence\"\xf5\x01\n" +
 	"\rCACertificate\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12$\n" +
 	"\x0esubject_key_id\x18\x02 \x01(\tR\fsubjectKeyId\x129\n" +
 	"\n" +
 	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x16\n" +
-	"\x06active\x18\x05 \x01(\bR\x06active\"p\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\x12\x18\n" +
+	"\areplica\x18\x06 \x01(\tR\areplica\"\xa9\x01\n" +
 	"\aReplica\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x129\n" +
 	"\n" +
-	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xd4\x01\n" +
+	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x127\n" +
+	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xd4\x01\n" +
 	"\rTokenVerifier\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12@\n" +
@@ -2658,50 +2677,51 @@ var file_lanyard_admin_v1_admin_proto_depIdxs = []int32{
 	39, // 22: lanyard.admin.v1.CACertificate.not_before:type_name -> google.protobuf.Timestamp
 	39, // 23: lanyard.admin.v1.CACertificate.not_after:type_name -> google.protobuf.Timestamp
 	39, // 24: lanyard.admin.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
-	39, // 25: lanyard.admin.v1.TokenVerifier.last_key_fetch:type_name -> google.protobuf.Timestamp
-	28, // 26: lanyard.admin.v1.GetStatusResponse.roots:type_name -> lanyard.admin.v1.CACertificate
-	28, // 27: lanyard.admin.v1.GetStatusResponse.intermediates:type_name -> lanyard.admin.v1.CACertificate
-	29, // 28: lanyard.admin.v1.GetStatusResponse.replicas:type_name -> lanyard.admin.v1.Replica
-	30, // 29: lanyard.admin.v1.GetStatusResponse.token_verifiers:type_name -> lanyard.admin.v1.TokenVerifier
-	39, // 30: lanyard.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	39, // 31: lanyard.admin.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	33, // 32: lanyard.admin.v1.ListAuditResponse.events:type_name -> lanyard.admin.v1.AuditEvent
-	33, // 33: lanyard.admin.v1.WatchAuditResponse.event:type_name -> lanyard.admin.v1.AuditEvent
-	2,  // 34: lanyard.admin.v1.AdminService.ListCertificates:input_type -> lanyard.admin.v1.ListCertificatesRequest
-	4,  // 35: lanyard.admin.v1.AdminService.GetCertificate:input_type -> lanyard.admin.v1.GetCertificateRequest
-	6,  // 36: lanyard.admin.v1.AdminService.CountCertificates:input_type -> lanyard.admin.v1.CountCertificatesRequest
-	9,  // 37: lanyard.admin.v1.AdminService.ListAgents:input_type -> lanyard.admin.v1.ListAgentsRequest
-	11, // 38: lanyard.admin.v1.AdminService.GetAgent:input_type -> lanyard.admin.v1.GetAgentRequest
-	13, // 39: lanyard.admin.v1.AdminService.EvictAgent:input_type -> lanyard.admin.v1.EvictAgentRequest
-	15, // 40: lanyard.admin.v1.AdminService.BanAgent:input_type -> lanyard.admin.v1.BanAgentRequest
-	17, // 41: lanyard.admin.v1.AdminService.UnbanAgent:input_type -> lanyard.admin.v1.UnbanAgentRequest
-	20, // 42: lanyard.admin.v1.AdminService.DenyIdentity:input_type -> lanyard.admin.v1.DenyIdentityRequest
-	22, // 43: lanyard.admin.v1.AdminService.AllowIdentity:input_type -> lanyard.admin.v1.AllowIdentityRequest
-	24, // 44: lanyard.admin.v1.AdminService.ListDeniedIdentities:input_type -> lanyard.admin.v1.ListDeniedIdentitiesRequest
-	26, // 45: lanyard.admin.v1.AdminService.GetBundle:input_type -> lanyard.admin.v1.GetBundleRequest
-	31, // 46: lanyard.admin.v1.AdminService.GetStatus:input_type -> lanyard.admin.v1.GetStatusRequest
-	34, // 47: lanyard.admin.v1.AdminService.ListAudit:input_type -> lanyard.admin.v1.ListAuditRequest
-	36, // 48: lanyard.admin.v1.AdminService.WatchAudit:input_type -> lanyard.admin.v1.WatchAuditRequest
-	3,  // 49: lanyard.admin.v1.AdminService.ListCertificates:output_type -> lanyard.admin.v1.ListCertificatesResponse
-	5,  // 50: lanyard.admin.v1.AdminService.GetCertificate:output_type -> lanyard.admin.v1.GetCertificateResponse
-	7,  // 51: lanyard.admin.v1.AdminService.CountCertificates:output_type -> lanyard.admin.v1.CountCertificatesResponse
-	10, // 52: lanyard.admin.v1.AdminService.ListAgents:output_type -> lanyard.admin.v1.ListAgentsResponse
-	12, // 53: lanyard.admin.v1.AdminService.GetAgent:output_type -> lanyard.admin.v1.GetAgentResponse
-	14, // 54: lanyard.admin.v1.AdminService.EvictAgent:output_type -> lanyard.admin.v1.EvictAgentResponse
-	16, // 55: lanyard.admin.v1.AdminService.BanAgent:output_type -> lanyard.admin.v1.BanAgentResponse
-	18, // 56: lanyard.admin.v1.AdminService.UnbanAgent:output_type -> lanyard.admin.v1.UnbanAgentResponse
-	21, // 57: lanyard.admin.v1.AdminService.DenyIdentity:output_type -> lanyard.admin.v1.DenyIdentityResponse
-	23, // 58: lanyard.admin.v1.AdminService.AllowIdentity:output_type -> lanyard.admin.v1.AllowIdentityResponse
-	25, // 59: lanyard.admin.v1.AdminService.ListDeniedIdentities:output_type -> lanyard.admin.v1.ListDeniedIdentitiesResponse
-	27, // 60: lanyard.admin.v1.AdminService.GetBundle:output_type -> lanyard.admin.v1.GetBundleResponse
-	32, // 61: lanyard.admin.v1.AdminService.GetStatus:output_type -> lanyard.admin.v1.GetStatusResponse
-	35, // 62: lanyard.admin.v1.AdminService.ListAudit:output_type -> lanyard.admin.v1.ListAuditResponse
-	37, // 63: lanyard.admin.v1.AdminService.WatchAudit:output_type -> lanyard.admin.v1.WatchAuditResponse
-	49, // [49:64] is the sub-list for method output_type
-	34, // [34:49] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	39, // 25: lanyard.admin.v1.Replica.last_seen:type_name -> google.protobuf.Timestamp
+	39, // 26: lanyard.admin.v1.TokenVerifier.last_key_fetch:type_name -> google.protobuf.Timestamp
+	28, // 27: lanyard.admin.v1.GetStatusResponse.roots:type_name -> lanyard.admin.v1.CACertificate
+	28, // 28: lanyard.admin.v1.GetStatusResponse.intermediates:type_name -> lanyard.admin.v1.CACertificate
+	29, // 29: lanyard.admin.v1.GetStatusResponse.replicas:type_name -> lanyard.admin.v1.Replica
+	30, // 30: lanyard.admin.v1.GetStatusResponse.token_verifiers:type_name -> lanyard.admin.v1.TokenVerifier
+	39, // 31: lanyard.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 32: lanyard.admin.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	33, // 33: lanyard.admin.v1.ListAuditResponse.events:type_name -> lanyard.admin.v1.AuditEvent
+	33, // 34: lanyard.admin.v1.WatchAuditResponse.event:type_name -> lanyard.admin.v1.AuditEvent
+	2,  // 35: lanyard.admin.v1.AdminService.ListCertificates:input_type -> lanyard.admin.v1.ListCertificatesRequest
+	4,  // 36: lanyard.admin.v1.AdminService.GetCertificate:input_type -> lanyard.admin.v1.GetCertificateRequest
+	6,  // 37: lanyard.admin.v1.AdminService.CountCertificates:input_type -> lanyard.admin.v1.CountCertificatesRequest
+	9,  // 38: lanyard.admin.v1.AdminService.ListAgents:input_type -> lanyard.admin.v1.ListAgentsRequest
+	11, // 39: lanyard.admin.v1.AdminService.GetAgent:input_type -> lanyard.admin.v1.GetAgentRequest
+	13, // 40: lanyard.admin.v1.AdminService.EvictAgent:input_type -> lanyard.admin.v1.EvictAgentRequest
+	15, // 41: lanyard.admin.v1.AdminService.BanAgent:input_type -> lanyard.admin.v1.BanAgentRequest
+	17, // 42: lanyard.admin.v1.AdminService.UnbanAgent:input_type -> lanyard.admin.v1.UnbanAgentRequest
+	20, // 43: lanyard.admin.v1.AdminService.DenyIdentity:input_type -> lanyard.admin.v1.DenyIdentityRequest
+	22, // 44: lanyard.admin.v1.AdminService.AllowIdentity:input_type -> lanyard.admin.v1.AllowIdentityRequest
+	24, // 45: lanyard.admin.v1.AdminService.ListDeniedIdentities:input_type -> lanyard.admin.v1.ListDeniedIdentitiesRequest
+	26, // 46: lanyard.admin.v1.AdminService.GetBundle:input_type -> lanyard.admin.v1.GetBundleRequest
+	31, // 47: lanyard.admin.v1.AdminService.GetStatus:input_type -> lanyard.admin.v1.GetStatusRequest
+	34, // 48: lanyard.admin.v1.AdminService.ListAudit:input_type -> lanyard.admin.v1.ListAuditRequest
+	36, // 49: lanyard.admin.v1.AdminService.WatchAudit:input_type -> lanyard.admin.v1.WatchAuditRequest
+	3,  // 50: lanyard.admin.v1.AdminService.ListCertificates:output_type -> lanyard.admin.v1.ListCertificatesResponse
+	5,  // 51: lanyard.admin.v1.AdminService.GetCertificate:output_type -> lanyard.admin.v1.GetCertificateResponse
+	7,  // 52: lanyard.admin.v1.AdminService.CountCertificates:output_type -> lanyard.admin.v1.CountCertificatesResponse
+	10, // 53: lanyard.admin.v1.AdminService.ListAgents:output_type -> lanyard.admin.v1.ListAgentsResponse
+	12, // 54: lanyard.admin.v1.AdminService.GetAgent:output_type -> lanyard.admin.v1.GetAgentResponse
+	14, // 55: lanyard.admin.v1.AdminService.EvictAgent:output_type -> lanyard.admin.v1.EvictAgentResponse
+	16, // 56: lanyard.admin.v1.AdminService.BanAgent:output_type -> lanyard.admin.v1.BanAgentResponse
+	18, // 57: lanyard.admin.v1.AdminService.UnbanAgent:output_type -> lanyard.admin.v1.UnbanAgentResponse
+	21, // 58: lanyard.admin.v1.AdminService.DenyIdentity:output_type -> lanyard.admin.v1.DenyIdentityResponse
+	23, // 59: lanyard.admin.v1.AdminService.AllowIdentity:output_type -> lanyard.admin.v1.AllowIdentityResponse
+	25, // 60: lanyard.admin.v1.AdminService.ListDeniedIdentities:output_type -> lanyard.admin.v1.ListDeniedIdentitiesResponse
+	27, // 61: lanyard.admin.v1.AdminService.GetBundle:output_type -> lanyard.admin.v1.GetBundleResponse
+	32, // 62: lanyard.admin.v1.AdminService.GetStatus:output_type -> lanyard.admin.v1.GetStatusResponse
+	35, // 63: lanyard.admin.v1.AdminService.ListAudit:output_type -> lanyard.admin.v1.ListAuditResponse
+	37, // 64: lanyard.admin.v1.AdminService.WatchAudit:output_type -> lanyard.admin.v1.WatchAuditResponse
+	50, // [50:65] is the sub-list for method output_type
+	35, // [35:50] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_lanyard_admin_v1_admin_proto_init() }
