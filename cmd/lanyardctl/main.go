@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc/codes"
@@ -57,7 +58,8 @@ func exitCode(err error) int {
 		return exitOK
 	}
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ") {
+		// cobra reports an unknown subcommand as a plain error.
 		return exitUsage
 	}
 	st, ok := status.FromError(err) // also finds a wrapped status

@@ -31,6 +31,7 @@ func TestExitCodes(t *testing.T) {
 		{nil, exitOK},
 		{errors.New("boom"), exitError},
 		{usagef("bad flag"), exitUsage},
+		{errors.New(`unknown command "bogus" for "lanyardctl"`), exitUsage},
 		{status.Error(codes.NotFound, "x"), exitNotFound},
 		{status.Error(codes.PermissionDenied, "x"), exitRefused},
 		{status.Error(codes.Unauthenticated, "x"), exitRefused},
@@ -52,5 +53,16 @@ func TestCompletion(t *testing.T) {
 		root.SetArgs([]string{"completion", shell})
 		require.NoError(t, root.Execute(), shell)
 		require.Contains(t, out.String(), "lanyardctl", shell)
+	}
+}
+
+func TestUsageErrorsFromCobra(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"certs", "list", "--nope"}, {"certs", "show"}, {"agents", "list", "extra"}, {"certs", "count", "--by", "pod"}, {"-o", "xml", "agents", "list"}} {
+		root := newRoot()
+		root.SetArgs(args)
+		root.SetOut(&bytes.Buffer{})
+		root.SetErr(&bytes.Buffer{})
+		err := root.Execute()
+		require.Equal(t, exitUsage, exitCode(err), "%v: %v", args, err)
 	}
 }
