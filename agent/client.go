@@ -55,6 +55,9 @@ type ClientConfig struct {
 	Clock  func() time.Time
 	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger
+	// Workloads, when set, says how many workload SVIDs the agent holds;
+	// it is reported to the CA on each call with the bundle sequence.
+	Workloads func() int
 }
 
 // Client talks to the CA: it attests the agent, keeps the agent SVID and
@@ -63,8 +66,10 @@ type Client struct {
 	cfg    ClientConfig
 	svid   atomic.Pointer[x509svid.SVID]
 	bundle atomic.Pointer[x509bundle.Bundle]
-	conn   *grpc.ClientConn
-	api    cav1.CAServiceClient
+	// bundleSeq is the sequence of the bundle last received from the CA.
+	bundleSeq atomic.Int64
+	conn      *grpc.ClientConn
+	api       cav1.CAServiceClient
 }
 
 // NewClient validates cfg and prepares the mTLS connection; it does not
@@ -158,7 +163,7 @@ func (c *Client) Attest(ctx context.Context) error {
 	}
 	defer conn.Close()
 	resp, err := cav1.NewCAServiceClient(conn).AttestAgent(ctx, &cav1.AttestAgentRequest{
-		Token: token, Cluster: c.cfg.Cluster, Csr: csr,
+		Token: token, Cluster: c.cfg.Cluster, Csr: csr, AgentState: c.state(),
 	})
 	if err != nil {
 		return fmt.Errorf("attest agent: %w", err)
@@ -173,6 +178,7 @@ func (c *Client) Attest(ctx context.Context) error {
 	}
 	if b, err := bundleFromProto(resp.GetBundle()); err == nil && b.TrustDomain() == c.cfg.TrustDomain {
 		c.bundle.Store(b)
+		c.bundleSeq.Store(resp.GetBundle().GetSequence())
 	}
 	c.svid.Store(svid)
 	// A handshake that failed before (no or an expired agent SVID) left the
@@ -182,9 +188,22 @@ func (c *Client) Attest(ctx context.Context) error {
 	return nil
 }
 
-// BatchSign sends one BatchSignSVIDs call over mTLS.
+// state is what the agent reports holding on each call.
+func (c *Client) state() *cav1.AgentState {
+	st := &cav1.AgentState{BundleSequence: c.bundleSeq.Load()}
+	if c.cfg.Workloads != nil {
+		st.Workloads = int64(c.cfg.Workloads())
+	}
+	return st
+}
+
+// BundleSequence is the sequence of the bundle last received from the CA.
+func (c *Client) BundleSequence() int64 { return c.bundleSeq.Load() }
+
+// BatchSign sends one BatchSignSVIDs call over mTLS, with what the agent
+// holds.
 func (c *Client) BatchSign(ctx context.Context, reqs []*cav1.SVIDRequest) ([]*cav1.SVIDResult, error) {
-	resp, err := c.api.BatchSignSVIDs(ctx, &cav1.BatchSignSVIDsRequest{Requests: reqs})
+	resp, err := c.api.BatchSignSVIDs(ctx, &cav1.BatchSignSVIDsRequest{Requests: reqs, AgentState: c.state()})
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +265,7 @@ func (c *Client) followBundle(ctx context.Context, onBundle func(*x509bundle.Bun
 			continue
 		}
 		c.bundle.Store(b)
+		c.bundleSeq.Store(resp.GetBundle().GetSequence())
 		onBundle(b)
 	}
 }

@@ -44,7 +44,8 @@ type fakeCA struct {
 
 	mu      sync.Mutex
 	attests int
-	peers   []spiffeid.ID // mTLS peers of BatchSignSVIDs
+	peers   []spiffeid.ID      // mTLS peers of BatchSignSVIDs
+	states  []*cav1.AgentState // what the agent reported, per call
 	bundle  *cav1.Bundle
 	changed chan struct{}
 }
@@ -67,6 +68,7 @@ func bundleProtoOf(b *x509bundle.Bundle) *cav1.Bundle {
 func (f *fakeCA) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
 	f.mu.Lock()
 	f.attests++
+	f.states = append(f.states, req.GetAgentState())
 	b := f.bundle
 	f.mu.Unlock()
 	if req.GetToken() != agentToken {
@@ -94,6 +96,7 @@ func (f *fakeCA) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDsReq
 	}
 	f.mu.Lock()
 	f.peers = append(f.peers, id)
+	f.states = append(f.states, req.GetAgentState())
 	f.mu.Unlock()
 	results, err := f.signer.BatchSign(ctx, req.GetRequests())
 	if err != nil {
@@ -489,4 +492,33 @@ func TestNewClientValidates(t *testing.T) {
 		_, err := NewClient(cfg)
 		require.Error(t, err)
 	}
+}
+
+func TestClientReportsWhatItHolds(t *testing.T) {
+	tca := newTestCA(t, nil, nil)
+	srv := newFakeCA(tca)
+	srv.bundle.Sequence = 5
+	addr, _ := serveFakeCA(t, "127.0.0.1:0", servingCert(t, tca), tca.Bundle().X509Authorities(), srv)
+	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) {
+		cfg.ReconnectMaxDelay = 0
+		cfg.Workloads = func() int { return 7 }
+	})
+	ctx := context.Background()
+	require.NoError(t, c.Attest(ctx))
+	require.EqualValues(t, 5, c.BundleSequence(), "the sequence of the bundle in the attestation answer")
+	_, csr, err := newCSR(workloadID("shop", "api"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := c.BatchSign(ctx, []*cav1.SVIDRequest{{Id: "0", Csr: csr,
+			Caller: &cav1.SVIDRequest_Attested{Attested: &cav1.AttestedWorkload{Attestor: "unix", Namespace: "shop", ServiceAccount: "api"}}}})
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	require.GreaterOrEqual(t, len(srv.states), 2)
+	require.EqualValues(t, 0, srv.states[0].GetBundleSequence(), "attesting, it holds only the bootstrap bundle")
+	require.EqualValues(t, 7, srv.states[0].GetWorkloads())
+	last := srv.states[len(srv.states)-1]
+	require.EqualValues(t, 5, last.GetBundleSequence())
+	require.EqualValues(t, 7, last.GetWorkloads())
 }

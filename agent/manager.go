@@ -157,6 +157,15 @@ func (m *Manager) CAReachable() {
 	m.wake()
 }
 
+// Workloads is how many workload identities the manager serves: cached
+// SVIDs and those being fetched (the agent reports it to the CA on each
+// call, so the first request for a workload already counts it).
+func (m *Manager) Workloads() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}
+
 // Subscribe returns a live view of w's SVID, fetching it if needed. The
 // subscription ends when ctx does, or at Close, whichever comes first.
 func (m *Manager) Subscribe(ctx context.Context, w Workload) (Subscription, error) {

@@ -60,6 +60,10 @@ type caService struct {
 	stopping <-chan struct{}
 	banned   *bannedCache
 	pods     PodFinder // nil: k8s attestation refused
+	// controls are the admin's bans, evictions and deny list (nil: none);
+	// reports keeps what agents say they hold.
+	controls *ca.Controls
+	reports  *agentReports
 }
 
 func (s *caService) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
@@ -107,6 +111,7 @@ func (s *caService) attestAgent(ctx context.Context, req *cav1.AttestAgentReques
 	if err := s.store.UpsertAgent(ctx, storage.AgentRecord{
 		SPIFFEID: id.String(), Cluster: sa.Cluster, NodeName: sa.NodeName, Serial: issued.Serial,
 		FirstSeen: now, LastSeen: now, NotAfter: issued.Leaf().NotAfter,
+		BundleSeqAck: req.GetAgentState().GetBundleSequence(), Workloads: req.GetAgentState().GetWorkloads(),
 	}); err != nil {
 		return nil, fmt.Errorf("record agent: %w", err)
 	}
@@ -117,6 +122,9 @@ func (s *caService) attestAgent(ctx context.Context, req *cav1.AttestAgentReques
 func (s *caService) agentAllowed(ctx context.Context, id spiffeid.ID) error {
 	if err := s.ca.Policy().AgentAllowed(id); err != nil {
 		return err
+	}
+	if s.controls != nil && s.controls.AgentBanned(id.String()) {
+		return fmt.Errorf("%w: agent %s is banned", ca.ErrPermissionDenied, id)
 	}
 	banned, err := s.banned.banned(ctx, id)
 	if err != nil {
@@ -144,6 +152,7 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 	}
 	defer admitted()
 	s.metrics.BatchSize.Observe(float64(n))
+	s.reports.report(agent.String(), req.GetAgentState(), s.clock())
 	cluster, node, _ := ca.ParseAgentID(s.ca.TrustDomain(), agent)
 	results := make([]*cav1.SVIDResult, n)
 	answer := func(ctx context.Context, i int, entry *cav1.SVIDRequest) {
@@ -294,6 +303,9 @@ func (s *caService) peerAgent(ctx context.Context) (spiffeid.ID, error) {
 	}
 	if _, _, err := ca.ParseAgentID(s.ca.TrustDomain(), id); err != nil {
 		return spiffeid.ID{}, err
+	}
+	if s.controls != nil && s.controls.SVIDRevoked(leaf.SerialNumber.Text(16)) {
+		return spiffeid.ID{}, fmt.Errorf("%w: agent SVID of %s was evicted, attest again", ca.ErrPermissionDenied, id)
 	}
 	if err := s.agentAllowed(ctx, id); err != nil {
 		return spiffeid.ID{}, err

@@ -36,6 +36,7 @@ func TestToStatus(t *testing.T) {
 		{"no client cert", ErrNoClientCert, codes.Unauthenticated, ""},
 		{"denied", fmt.Errorf("%w: not yours", ca.ErrPermissionDenied), codes.PermissionDenied, "not yours"},
 		{"overloaded", ErrOverloaded, codes.ResourceExhausted, ""},
+		{"not found", fmt.Errorf("agent on node %q: %w", "n", storage.ErrNotFound), codes.NotFound, "node"},
 		{"store down", fmt.Errorf("record: %w", storage.ErrUnavailable), codes.Unavailable, "retry"},
 		{"store closed", storage.ErrClosed, codes.Unavailable, ""},
 		{"keys down", tokens.ErrUnavailable, codes.Unavailable, ""},

@@ -20,8 +20,10 @@ import (
 	"google.golang.org/grpc/reflection"
 	istiopb "istio.io/api/security/v1alpha1"
 
+	"github.com/lanyard-id/lanyard/agent/attest"
 	"github.com/lanyard-id/lanyard/ca"
 	"github.com/lanyard-id/lanyard/ca/serving"
+	adminv1 "github.com/lanyard-id/lanyard/proto/lanyard/admin/v1"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 	"github.com/lanyard-id/lanyard/storage"
 )
@@ -64,6 +66,13 @@ type Config struct {
 	// (/istio.v1.auth.IstioCertificateService/CreateCertificate) on the
 	// same port, sharing the signing limiter with the Lanyard API.
 	Istio *IstioConfig
+	// Controls are the admin's bans, evictions and deny list (run by the
+	// caller); nil enforces none. Admin, when set, serves the admin API
+	// (it needs Controls). ReportFlush is how often agents' reports are
+	// written to the store (default DefaultReportFlush).
+	Controls    *ca.Controls
+	Admin       *AdminConfig
+	ReportFlush time.Duration
 	// Register, when set, registers more services on the gRPC server.
 	Register   func(*grpc.Server)
 	Registerer prometheus.Registerer
@@ -80,6 +89,10 @@ type Server struct {
 	health  *health.Server
 	metrics *Metrics
 	istio   *istioService // nil unless Config.Istio is set
+	admin   *adminService // nil unless Config.Admin is set
+	// adminGRPC serves the admin API on Config.Admin.Socket.
+	adminGRPC *grpc.Server
+	reports   *agentReports
 	// stopping is closed when Run begins to stop.
 	stopping chan struct{}
 }
@@ -132,20 +145,42 @@ func New(cfg Config) (*Server, error) {
 		c.ClientCAs = pools.pool()
 		return c, nil
 	}
+	banned := newBannedCache(cfg.Store, cfg.Clock)
+	s.reports = newAgentReports(cfg.Store, cfg.ReportFlush, cfg.Logger)
+	unary := []grpc.UnaryServerInterceptor{unaryInterceptor(cfg.Logger, m)}
+	stream := []grpc.StreamServerInterceptor{streamInterceptor(cfg.Logger, m)}
+	if cfg.Admin != nil {
+		var err error
+		if s.admin, err = newAdminService(*cfg.Admin, s, banned); err != nil {
+			return nil, err
+		}
+		unary, stream = append(unary, s.admin.unaryAuth), append(stream, s.admin.streamAuth)
+	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(unaryInterceptor(cfg.Logger, m)),
-		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	cas := &caService{
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, cfg.MaxQueued, m), metrics: m, log: cfg.Logger,
 		audience: cfg.AgentAudience, agents: cfg.AgentServiceAccounts, unix: cfg.TrustUnixAttestation, clock: cfg.Clock,
-		stopping: s.stopping, banned: newBannedCache(cfg.Store, cfg.Clock), pods: cfg.AgentPods,
+		stopping: s.stopping, banned: banned, pods: cfg.AgentPods, controls: cfg.Controls, reports: s.reports,
 	}
 	cav1.RegisterCAServiceServer(s.grpc, cas)
+	if s.admin != nil {
+		adminv1.RegisterAdminServiceServer(s.grpc, s.admin)
+		if cfg.Admin.Socket != nil {
+			s.adminGRPC = grpc.NewServer(
+				grpc.Creds(attest.NewCredentials("")),
+				grpc.ChainUnaryInterceptor(unary...),
+				grpc.ChainStreamInterceptor(stream...),
+			)
+			adminv1.RegisterAdminServiceServer(s.adminGRPC, s.admin)
+		}
+	}
 	if cfg.Istio != nil {
 		is, err := newIstioService(*cfg.Istio, cas, cfg.Clock)
 		if err != nil {
@@ -184,6 +219,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { s.maintain(ctx); return nil })
+	g.Go(func() error { return s.reports.run(ctx) })
+	if s.admin != nil {
+		g.Go(func() error { return s.admin.runSummary(ctx) })
+		g.Go(func() error { return s.admin.runHeartbeat(ctx) })
+	}
+	if s.adminGRPC != nil {
+		g.Go(func() error {
+			if err := s.adminGRPC.Serve(s.cfg.Admin.Socket); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("serve admin socket: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		s.health.Shutdown()
@@ -194,6 +242,9 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-stopped:
 		case <-time.After(5 * time.Second):
 			s.grpc.Stop()
+		}
+		if s.adminGRPC != nil {
+			s.adminGRPC.Stop()
 		}
 		return nil
 	})

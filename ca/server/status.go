@@ -30,10 +30,11 @@ var (
 	errPanic = errors.New("panic in handler")
 )
 
-// toStatus is the one place a gRPC code is chosen, as DESIGN.md says: bad
-// request or CSR → InvalidArgument; token invalid, expired or wrong
-// audience → Unauthenticated; identity or SAN not allowed →
-// PermissionDenied; overload → ResourceExhausted; store, Vault or
+// toStatus is the one mapping from pipeline errors to gRPC status, as
+// DESIGN.md says: bad request or CSR → InvalidArgument; token invalid,
+// expired or wrong audience → Unauthenticated; identity or SAN not allowed
+// → PermissionDenied; a record an admin asked for is absent → NotFound;
+// overload → ResourceExhausted; store, Vault or
 // Kubernetes down (tokens.ErrUnavailable, kube.ErrUnavailable), CA not
 // ready or stopping → Unavailable; anything else (a status error from
 // below included: it is never passed through) → Internal with a generic
@@ -56,6 +57,8 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.Unauthenticated, err.Error())
 	case errors.Is(err, ca.ErrPermissionDenied):
 		return status.New(codes.PermissionDenied, err.Error())
+	case errors.Is(err, storage.ErrNotFound):
+		return status.New(codes.NotFound, err.Error())
 	case errors.Is(err, ErrOverloaded):
 		return status.New(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, context.Canceled):

@@ -44,6 +44,7 @@ type caProcess struct {
 	log       *slog.Logger
 	istio     *istioParts     // nil when Istio is off
 	pods      kube.PodIndexes // clusters whose pods the CA watches
+	controls  *ca.Controls    // bans, evictions and deny list, polled from the store
 }
 
 // buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
@@ -103,8 +104,13 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	controls, err := ca.NewControls(ca.ControlsConfig{Store: st, Logger: log.With("component", "controls")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	issuer, err := ca.New(ca.Config{
-		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy,
+		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy, Denied: controls,
 		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
 		Logger: log.With("component", "ca"),
 	})
@@ -129,6 +135,11 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	admin, err := buildAdmin(cfg, td, writer, tokenStats)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	var bundle *bundlefile.Writer
 	if cfg.BundleFile != "" {
 		if bundle, err = bundlefile.New(bundlefile.Config{Path: cfg.BundleFile, Bundler: authority, Logger: log.With("component", "bundlefile")}); err != nil {
@@ -141,9 +152,12 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
 		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation,
 		Registerer:           reg, Metrics: metrics, Logger: log.With("component", "server"),
-		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods),
+		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods), Controls: controls, Admin: admin,
 	})
 	if err != nil {
+		if admin.Socket != nil {
+			admin.Socket.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -153,7 +167,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, serving: cert, server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, log: log}, nil
+	return &caProcess{store: st, writer: writer, authority: authority, serving: cert, server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -165,6 +179,9 @@ func (p *caProcess) run(ctx context.Context) error {
 		return fmt.Errorf("prepare CA: %w", err)
 	}
 
+	if err := p.controls.Reload(ctx); err != nil {
+		return fmt.Errorf("load admin controls: %w", err)
+	}
 	// The background parts outlive ctx until the server has stopped.
 	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBack()
@@ -180,6 +197,7 @@ func (p *caProcess) run(ctx context.Context) error {
 	if p.bundle != nil {
 		back.Go(func() error { return p.bundle.Run(backCtx) })
 	}
+	back.Go(func() error { return p.controls.Run(backCtx) })
 	for _, run := range p.istio.runners() {
 		back.Go(func() error { return run(backCtx) })
 	}
@@ -328,7 +346,7 @@ func baseVerifier(cl ClusterConfig, log *slog.Logger) (tokens.Verifier, tokens.C
 	if err != nil {
 		return nil, tokens.ClusterStats{}, err
 	}
-	return c, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c}, nil
+	return c, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c, Keys: jv}, nil
 }
 
 func kubeClient(kubeconfig string) (kubernetes.Interface, error) {

@@ -28,6 +28,7 @@ func devCmd() *cobra.Command {
 		dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 		withAgent                                            bool
 		svidTTL                                              time.Duration
+		admin                                                AdminFileConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -41,7 +42,7 @@ issuer key in --dir can mint any identity.`,
 				agentHTTPAddr = ""
 			}
 			return runDev(cmd.Context(), devOptions{dir: dir, grpcAddr: grpcAddr, httpAddr: httpAddr,
-				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL})
+				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL, admin: admin})
 		},
 	}
 	f := cmd.Flags()
@@ -53,6 +54,11 @@ issuer key in --dir can mint any identity.`,
 	f.BoolVar(&withAgent, "agent", true, "also run a node agent (socket DIR/agent.sock)")
 	f.StringVar(&agentHTTPAddr, "agent-http-addr", "127.0.0.1:9091", "node agent health and metrics address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&admin.Socket, "admin-socket", "", "admin socket (default DIR/admin.sock)")
+	f.StringVar(&admin.ReplicaName, "replica-name", "", "name of this CA replica in 'lanyardctl ca status' (default the host name)")
+	f.StringVar(&admin.SocketMode, "admin-socket-mode", "0600", "permissions of the admin socket")
+	f.StringSliceVar(&admin.AdminIDs, "admin-id", nil, "SPIFFE ID that may call the admin API over mTLS (repeat for several)")
+	f.DurationVar(&admin.AuditSummaryInterval, "audit-summary-interval", time.Minute, "how often issuance and rejection counts go to the audit log")
 	cmd.AddCommand(devTokenCmd())
 	return cmd
 }
@@ -60,6 +66,7 @@ issuer key in --dir can mint any identity.`,
 type devOptions struct {
 	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 	svidTTL                                              time.Duration
+	admin                                                AdminFileConfig
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -95,6 +102,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	// name, "Kubernetes" unless set, as ClusterID.
 	cfg.Istio.Enabled = true
 	cfg.Istio.ClusterAliases = map[string]string{"Kubernetes": devCluster}
+	cfg.Admin = o.admin // socket DIR/admin.sock
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -188,6 +196,7 @@ Lanyard dev mode — DEVELOPMENT ONLY, do not use in production
   node agent socket    %s   (Envoy SDS + SPIFFE Workload API)
   agent health         http://%s/healthz  /readyz  /metrics
   trust bundle         %s
+  admin socket         %s   (lanyardctl --socket %s certs list)
   store (SQLite)       %s
   dev token issuer     %s (keys in %s)
 
@@ -202,7 +211,8 @@ Istio's CA API (istio.v1.auth.IstioCertificateService) is on the CA port
 (CA_ADDR); its tokens need audience istio-ca: lanyard dev token --audience istio-ca ...
 
 Press Ctrl-C to stop.
-`, p.server.Addr(), p.health.Addr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle, filepath.Join(dir, "lanyard.db"),
+`, p.server.Addr(), p.health.Addr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle,
+		filepath.Join(dir, "admin.sock"), filepath.Join(dir, "admin.sock"), filepath.Join(dir, "lanyard.db"),
 		devIssuer, filepath.Join(dir, tokens.DevIssuerJWKSFile), os.Getuid(), ag.cfg.TrustDomain, ag.cfg.SocketPath,
 		dir, devNode, bundle, p.server.Addr())
 }
