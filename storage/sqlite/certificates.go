@@ -206,3 +206,26 @@ func fromNanos(n sql.NullInt64) time.Time {
 	}
 	return time.Unix(0, n.Int64).UTC()
 }
+
+// PruneCertificates deletes at most limit records whose NotAfter is before
+// before (storage.Pruner), oldest expiry first, in one short transaction
+// on the writer connection.
+func (s *Store) PruneCertificates(ctx context.Context, before time.Time, limit int) (int, error) {
+	const op = "prune certificates"
+	if err := s.checkOpen(ctx, op); err != nil {
+		return 0, err
+	}
+	if limit <= 0 || !storage.ValidTime(before) {
+		return 0, fmt.Errorf("sqlite %s: bad limit or time: %w", op, storage.ErrInvalidArgument)
+	}
+	res, err := s.write.ExecContext(ctx, `DELETE FROM certificates WHERE serial IN (
+		SELECT serial FROM certificates WHERE not_after < ? ORDER BY not_after LIMIT ?)`, before.UnixNano(), limit)
+	if err != nil {
+		return 0, s.classify(ctx, op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.classify(ctx, op, err)
+	}
+	return int(n), nil
+}
