@@ -135,7 +135,9 @@ func TestRecoversAfterRestart(t *testing.T) {
 	})
 	for _, call := range []func(ctx context.Context) error{
 		s.Ping,
-		func(ctx context.Context) error { return s.RecordCertificates(ctx, []storage.CertificateRecord{rec("a2")}) },
+		func(ctx context.Context) error {
+			return s.RecordCertificates(ctx, []storage.CertificateRecord{rec("a2")})
+		},
 		func(ctx context.Context) error { _, err := s.GetCertificate(ctx, "a1"); return err },
 	} {
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
