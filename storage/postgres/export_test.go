@@ -8,3 +8,6 @@ func ShowSetting(ctx context.Context, s *Store, name string) (string, error) {
 	err := s.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
 	return v, err
 }
+
+// WithParams is withParams.
+var WithParams = withParams

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +50,10 @@ type Config struct {
 	// (PGHOST, PGUSER, PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, ...) and
 	// ~/.pgpass. May be empty when the environment says everything.
 	DSN string
+	// SSLMode and SSLRootCert, when set, override the DSN's sslmode and
+	// sslrootcert (use "verify-full" with the database server's CA file).
+	SSLMode     string
+	SSLRootCert string
 	// MaxConns bounds the pool. Default DefaultMaxConns.
 	MaxConns int32
 	// StatementTimeout bounds every statement on the server. Default
@@ -125,7 +132,8 @@ func poolConfig(cfg *Config) (*pgxpool.Config, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	dsn := withParams(cfg.DSN, map[string]string{"sslmode": cfg.SSLMode, "sslrootcert": cfg.SSLRootCert})
+	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// The parse error may quote the DSN; it can hold a password.
 		return nil, fmt.Errorf("postgres store: malformed DSN: %w", storage.ErrInvalidArgument)
@@ -200,4 +208,37 @@ func (s *Store) checkOpen(ctx context.Context, op string) error {
 		return fmt.Errorf("postgres %s: %w", op, err)
 	}
 	return nil
+}
+
+// withParams sets the non-empty params in dsn, a URL or a keyword/value
+// string.
+func withParams(dsn string, params map[string]string) string {
+	keys := make([]string, 0, len(params))
+	for k, v := range params {
+		if v != "" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return dsn
+	}
+	slices.Sort(keys)
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			q := u.Query()
+			for _, k := range keys {
+				q.Set(k, params[k])
+			}
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+		return dsn // ParseConfig reports it
+	}
+	var b strings.Builder
+	b.WriteString(dsn)
+	for _, k := range keys {
+		v := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(params[k])
+		fmt.Fprintf(&b, " %s='%s'", k, v)
+	}
+	return strings.TrimSpace(b.String())
 }

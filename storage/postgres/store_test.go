@@ -2,8 +2,16 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -153,4 +161,31 @@ func TestRecoversAfterRestart(t *testing.T) {
 	require.NoError(t, s.RecordCertificates(t.Context(), []storage.CertificateRecord{rec("a2")}))
 	_, err := s.GetCertificate(t.Context(), "a1")
 	require.NoError(t, err, "records committed before the restart are kept")
+}
+
+func TestTLSSettings(t *testing.T) {
+	ca := "/etc/lanyard/db-ca.pem"
+	for _, dsn := range []string{"postgres://u@db.example:5432/lanyard", "host=db.example user=u dbname=lanyard", ""} {
+		got := postgres.WithParams(dsn, map[string]string{"sslmode": "verify-full", "sslrootcert": ca})
+		require.Contains(t, got, "sslmode")
+		require.Contains(t, got, ca)
+	}
+	require.Equal(t, "host=x", postgres.WithParams("host=x", map[string]string{"sslmode": ""}))
+	t.Run("verify-full refuses a server without TLS", func(t *testing.T) {
+		dir := t.TempDir()
+		caFile := dir + "/ca.pem"
+		require.NoError(t, os.WriteFile(caFile, selfSignedPEM(t), 0o600))
+		_, err := postgres.New(t.Context(), postgres.Config{DSN: pg.DSN("postgres"), SSLMode: "verify-full", SSLRootCert: caFile})
+		require.ErrorIs(t, err, storage.ErrUnavailable)
+	})
+}
+
+func selfSignedPEM(t *testing.T) []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "db ca"},
+		NotBefore: t0.Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
