@@ -115,19 +115,24 @@ func (s *Store) WatchBundles(ctx context.Context, onChange func()) error {
 }
 
 func (s *Store) listen(ctx context.Context, onChange, connected func()) error {
-	conn, err := s.pool.Acquire(ctx)
+	pooled, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	// A listening connection is never given back to the pool.
-	defer conn.Hijack().Close(context.WithoutCancel(ctx))
+	conn := pooled.Hijack()
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+bundleChannel); err != nil {
 		return err
 	}
 	connected()
 	onChange()
 	for {
-		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
 			return err
 		}
 		onChange()
