@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,8 @@ type Server struct {
 	bin  string
 	user *user.User // the OS user that runs the server; nil: the caller
 	opts Options
+
+	watchdog *exec.Cmd // stops the server if this process dies without Close
 
 	mu        sync.Mutex
 	templates map[string]error
@@ -107,7 +110,27 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
+	s.startWatchdog()
 	return s, nil
+}
+
+// startWatchdog starts a shell that outlives this process, waits for it
+// to die and then stops the server and removes its directory: a test
+// binary that panics (no Close) leaves nothing running. Close ends it.
+func (s *Server) startWatchdog() {
+	pgCtl := filepath.Join(s.bin, "pg_ctl")
+	stop := fmt.Sprintf("%q stop -m immediate -D %q", pgCtl, s.dataDir())
+	if s.user != nil {
+		stop = fmt.Sprintf("runuser -u %q -- %s", s.user.Username, stop)
+	}
+	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done; %s >/dev/null 2>&1; rm -rf %q`,
+		os.Getpid(), stop, s.dir)
+	w := exec.Command("sh", "-c", script)
+	w.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := w.Start(); err == nil {
+		s.watchdog = w
+		go func() { _ = w.Wait() }() // reap it when Close kills it
+	}
 }
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
@@ -180,6 +203,9 @@ func (s *Server) Pause(ctx context.Context) error {
 
 // Close stops the server and removes its directory.
 func (s *Server) Close() error {
+	if s.watchdog != nil {
+		_ = s.watchdog.Process.Kill()
+	}
 	err := s.run(context.Background(), "pg_ctl", "stop", "-w", "-t", "60", "-m", "immediate", "-D", s.dataDir())
 	if _, statErr := os.Stat(filepath.Join(s.dataDir(), "postmaster.pid")); statErr != nil {
 		err = nil // not running: nothing to stop
