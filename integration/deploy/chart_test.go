@@ -103,7 +103,7 @@ store: {type: postgres, postgres: {existingSecret: pg}}`,
 		},
 		{
 			name:   "postgres without its secret",
-			values: `store: {type: postgres}`,
+			values: `{store: {type: postgres}, upstream: {type: disk, disk: {existingSecret: root}}}`,
 			want:   "store.type=postgres needs store.postgres.existingSecret",
 		},
 		{

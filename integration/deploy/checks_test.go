@@ -109,7 +109,7 @@ func checkHA(t *testing.T, r *rendered) {
 	}, field(t, cfg, "upstream"))
 	require.Equal(t, map[string]any{
 		"type":      "postgres",
-		"postgres":  map[string]any{"dsnFile": "/var/run/secrets/lanyard/postgres/dsn", "maxConns": 16, "statementTimeout": "5s"},
+		"postgres":  map[string]any{"dsnFile": "/var/run/secrets/lanyard/postgres/dsn", "maxConns": 16.0, "statementTimeout": "5s"},
 		"retention": map[string]any{"keep": "720h"},
 	}, field(t, cfg, "store"))
 	require.NotContains(t, r.notes, "not implemented")
