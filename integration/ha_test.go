@@ -306,15 +306,15 @@ func TestHAReplicas(t *testing.T) {
 	// the agents through the replicas they are connected to.
 	rootDir := t.TempDir()
 	newRoot := writeRoot(t, rootDir, td)
+	joined := time.Now() // it publishes its root while it starts
 	cas = append(cas, harness.StartCA(t, harness.CAOptions{Config: e.config(map[string]any{"type": "disk",
 		"disk": map[string]any{"certFile": filepath.Join(rootDir, "root.pem"), "keyFile": filepath.Join(rootDir, "root-key.pem")}})}))
-	joined := time.Now()
 	for i, w := range watches {
-		u := w.waitFor(t, 5*time.Second, "the new root in the agent's bundle", func(u x509Update) bool {
+		u := w.waitFor(t, time.Until(joined.Add(harness.DefaultStartTimeout)), "the new root in the agent's bundle", func(u x509Update) bool {
 			b, err := u.bundles.GetX509BundleForTrustDomain(td)
 			return err == nil && b.HasX509Authority(newRoot)
 		})
-		t.Logf("agent %d got the new root %s after the replica joined", i, u.at.Sub(joined).Round(time.Millisecond))
+		t.Logf("agent %d got the new root %s after the replica started", i, u.at.Sub(joined).Round(time.Millisecond))
 	}
 
 	// 4. From the agents' side: every certificate received is recorded,
