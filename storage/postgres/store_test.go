@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -167,8 +168,13 @@ func TestTLSSettings(t *testing.T) {
 	ca := "/etc/lanyard/db-ca.pem"
 	for _, dsn := range []string{"postgres://u@db.example:5432/lanyard", "host=db.example user=u dbname=lanyard", ""} {
 		got := postgres.WithParams(dsn, map[string]string{"sslmode": "verify-full", "sslrootcert": ca})
-		require.Contains(t, got, "sslmode")
-		require.Contains(t, got, ca)
+		if u, err := url.Parse(got); err == nil && u.Scheme == "postgres" {
+			require.Equal(t, "verify-full", u.Query().Get("sslmode"), got)
+			require.Equal(t, ca, u.Query().Get("sslrootcert"), got)
+			continue
+		}
+		require.Contains(t, got, "sslmode='verify-full'")
+		require.Contains(t, got, "sslrootcert='"+ca+"'")
 	}
 	require.Equal(t, "host=x", postgres.WithParams("host=x", map[string]string{"sslmode": ""}))
 	t.Run("verify-full refuses a server without TLS", func(t *testing.T) {
