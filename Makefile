@@ -6,7 +6,7 @@ BIN   := $(CURDIR)/bin
 TOOLS := $(CACHE)/bin
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-unit test-integration bench generate generate-check lint fuzz tools k8s-tools clean
+.PHONY: all build run test test-unit test-integration bench generate generate-check lint fuzz tools k8s-tools postgres clean
 
 all: build
 
@@ -17,8 +17,9 @@ build:
 run: build
 	$(BIN)/lanyard dev --dir $(CURDIR)/.lanyard
 
-## test: unit + integration tests (real processes on 127.0.0.1; the Kubernetes tests need k8s-tools)
-test: build k8s-tools
+## test: unit + integration tests (real processes on 127.0.0.1; the Kubernetes tests need k8s-tools,
+## the PostgreSQL store's tests Debian's postgresql package)
+test: build k8s-tools postgres
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd integration/istio && $(GO) test -race -count=1 -timeout 20m ./...
 	cd integration/deploy && $(GO) test -race -count=1 -timeout 20m ./...
@@ -26,7 +27,7 @@ test: build k8s-tools
 ## bench: Go micro-benchmarks, then the issuance benchmark against a real `lanyard dev`
 ## (BENCH_FLAGS, e.g. BENCH_FLAGS='--duration 5s'; see `lanyard bench --help`)
 BENCH_FLAGS ?=
-bench: build
+bench: build postgres
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./ca/... ./storage/...
 	$(BIN)/lanyard bench $(BENCH_FLAGS)
 
@@ -42,6 +43,14 @@ $(K8S_TOOLS) &: tools/k8s/go.mod tools/k8s/go.sum $(wildcard tools/k8s/cmd/*/*.g
 	touch $(K8S_TOOLS)
 
 k8s-tools: $(K8S_TOOLS)
+
+## postgres: Debian's PostgreSQL server programs for the tests and the benchmark (internal/pgtest runs
+## them on 127.0.0.1 with a temporary data directory); installed once, as root, when missing
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$LANYARD_PG_BIN" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "install Debian's postgresql package (apt-get install postgresql) or set LANYARD_PG_BIN" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 
 tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 

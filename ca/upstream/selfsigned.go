@@ -58,18 +58,7 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("selfsigned: dir is required")
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = 10 * 365 * 24 * time.Hour
-	}
-	if cfg.KeyType == "" {
-		cfg.KeyType, cfg.Curve = "EC", "P-256"
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.fill()
 	certPath := filepath.Join(cfg.Dir, SelfSignedCertFile)
 	keyPath := filepath.Join(cfg.Dir, SelfSignedKeyFile)
 	cert, key, err := loadPair(certPath, keyPath)
@@ -101,6 +90,22 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	}
 	cfg.Logger.Info("generated self-signed root", "subject", cert.Subject.String(), "not_after", cert.NotAfter, "dir", cfg.Dir)
 	return &SelfSigned{cert: cert, key: key, clock: cfg.Clock}, nil
+}
+
+// fill sets the defaults of every field but Dir.
+func (cfg *SelfSignedConfig) fill() {
+	if cfg.TTL == 0 {
+		cfg.TTL = 10 * 365 * 24 * time.Hour
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType, cfg.Curve = "EC", "P-256"
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 func generateRoot(cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error) {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,15 +26,15 @@ import (
 	"github.com/lanyard-id/lanyard/ca/server"
 	"github.com/lanyard-id/lanyard/ca/serving"
 	"github.com/lanyard-id/lanyard/ca/tokens"
-	"github.com/lanyard-id/lanyard/ca/upstream"
 	"github.com/lanyard-id/lanyard/storage"
-	"github.com/lanyard-id/lanyard/storage/sqlite"
 )
 
 // caProcess is a wired CA: every part built, nothing running yet.
 type caProcess struct {
 	store     storage.Store
 	writer    *storage.Writer
+	retention *storage.Retention
+	bundles   *ca.BundleSync // nil with a store of one replica
 	authority *ca.Authority
 	serving   *serving.Cert
 	server    *server.Server
@@ -56,10 +55,6 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	up, err := buildUpstream(cfg, td, log)
-	if err != nil {
-		return nil, err
 	}
 	// The pod indexes come first: checkBoundPod verifiers read them.
 	agentPods, err := buildPodIndexes(cfg, log)
@@ -85,6 +80,11 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	if err != nil {
 		return nil, err
 	}
+	up, err := buildUpstream(ctx, cfg, td, st, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
@@ -95,16 +95,26 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	retention, err := buildRetention(cfg, st, reg, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	authority, err := ca.NewAuthority(ca.AuthorityConfig{
 		TrustDomain: td, Upstream: up, TTL: cfg.Intermediate.TTL,
 		KeyType: cfg.Intermediate.KeyType, KeyCurve: cfg.Intermediate.Curve, KeySize: cfg.Intermediate.Size,
-		Logger: log.With("component", "authority"),
+		Logger: log.With("component", "authority"), Shared: sharedBundle(st),
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	controls, err := ca.NewControls(ca.ControlsConfig{Store: st, Logger: log.With("component", "controls")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	bundleSync, err := buildBundleSync(st, authority, log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -167,7 +177,8 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, serving: cert, server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log}, nil
+	return &caProcess{store: st, writer: writer, retention: retention, bundles: bundleSync, authority: authority, serving: cert,
+		server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -188,6 +199,10 @@ func (p *caProcess) run(ctx context.Context) error {
 	back, backCtx := errgroup.WithContext(backCtx)
 	back.Go(func() error { return p.writer.Run(backCtx) })
 	back.Go(func() error { return p.authority.Run(backCtx) })
+	back.Go(func() error { return p.retention.Run(backCtx) })
+	if p.bundles != nil {
+		back.Go(func() error { return p.bundles.Run(backCtx) })
+	}
 	// The first serving certificate before the first handshake (it is
 	// recorded: the writer runs); serving.Run retries if this fails.
 	if err := p.serving.Renew(ctx); err != nil {
@@ -246,33 +261,6 @@ func buildPodIndexes(cfg FileConfig, log *slog.Logger) (kube.PodIndexes, error) 
 		out[cl.Name] = idx
 	}
 	return out, nil
-}
-
-func buildUpstream(cfg FileConfig, td spiffeid.TrustDomain, log *slog.Logger) (upstream.Authority, error) {
-	switch cfg.Upstream.Type {
-	case "", "selfsigned":
-		return upstream.NewSelfSigned(upstream.SelfSignedConfig{
-			Dir: filepath.Join(cfg.DataDir, "root"), TrustDomain: td.Name(), Logger: log.With("component", "upstream"),
-		})
-	case "disk":
-		d := cfg.Upstream.Disk
-		return upstream.NewDisk(upstream.DiskConfig{CertFile: d.CertFile, KeyFile: d.KeyFile, BundleFile: d.BundleFile})
-	default:
-		return nil, fmt.Errorf("upstream type %q: want selfsigned or disk", cfg.Upstream.Type)
-	}
-}
-
-func buildStore(ctx context.Context, cfg FileConfig, log *slog.Logger) (storage.Store, error) {
-	switch cfg.Store.Type {
-	case "", "sqlite":
-		path := cfg.Store.SQLite.Path
-		if path == "" {
-			path = filepath.Join(cfg.DataDir, "lanyard.db")
-		}
-		return sqlite.New(ctx, sqlite.Config{Path: path, Logger: log.With("component", "store")})
-	default:
-		return nil, fmt.Errorf("store type %q: want sqlite", cfg.Store.Type)
-	}
 }
 
 // registerPodIndexMetrics exports whether each pod index has synced

@@ -62,7 +62,14 @@ type FileConfig struct {
 
 // UpstreamConfig selects where the root comes from.
 type UpstreamConfig struct {
-	Type string `yaml:"type"` // "selfsigned" (default) or "disk"
+	Type       string `yaml:"type"` // "selfsigned" (default) or "disk"
+	SelfSigned struct {
+		// SealKeyFile holds the 32-byte key (raw or base64) that seals the
+		// root key in a PostgreSQL store, where replicas share one root.
+		// Required with store.type postgres; unused with SQLite, where the
+		// root stays in dataDir/root.
+		SealKeyFile string `yaml:"sealKeyFile"`
+	} `yaml:"selfsigned"`
 	Disk struct {
 		CertFile   string `yaml:"certFile"`
 		KeyFile    string `yaml:"keyFile"`
@@ -72,10 +79,40 @@ type UpstreamConfig struct {
 
 // StoreConfig selects the store.
 type StoreConfig struct {
-	Type   string `yaml:"type"` // "sqlite" (default)
+	Type   string `yaml:"type"` // "sqlite" (default) or "postgres" (several replicas)
 	SQLite struct {
 		Path string `yaml:"path"` // default <dataDir>/lanyard.db
 	} `yaml:"sqlite"`
+	Postgres PostgresConfig `yaml:"postgres"`
+	// Retention of certificate records past their expiry (both stores).
+	Retention struct {
+		// Keep is how long a record is kept past NotAfter (default 720h,
+		// 30 days). Audit events are kept.
+		Keep time.Duration `yaml:"keep"`
+		// Interval between pruning rounds (default 10m).
+		Interval time.Duration `yaml:"interval"`
+		// BatchSize bounds the records one transaction deletes (default 500).
+		BatchSize int `yaml:"batchSize"`
+	} `yaml:"retention"`
+}
+
+// PostgresConfig configures the PostgreSQL store. What the DSN leaves out
+// comes from the standard PG* environment variables (PGHOST, PGUSER,
+// PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, ...).
+type PostgresConfig struct {
+	// DSN is a libpq connection string or URL. The environment variable
+	// LANYARD_POSTGRES_DSN overrides it.
+	DSN string `yaml:"dsn"`
+	// DSNFile, when set, holds the DSN (a mounted Secret); it wins over DSN.
+	DSNFile string `yaml:"dsnFile"`
+	// MaxConns bounds the pool (default 16).
+	MaxConns int32 `yaml:"maxConns"`
+	// StatementTimeout bounds every statement (default 5s).
+	StatementTimeout time.Duration `yaml:"statementTimeout"`
+	// SSLMode and CAFile override the DSN's sslmode and sslrootcert:
+	// use verify-full with the database server's CA.
+	SSLMode string `yaml:"sslMode"`
+	CAFile  string `yaml:"caFile"`
 }
 
 // ClusterConfig says how tokens of one cluster are verified.
