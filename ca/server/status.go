@@ -26,7 +26,8 @@ var (
 // DESIGN.md says: bad request or CSR → InvalidArgument; token invalid,
 // expired or wrong audience → Unauthenticated; identity or SAN not allowed
 // → PermissionDenied; overload → ResourceExhausted; store, Vault or
-// Kubernetes down (tokens.ErrUnavailable, kube.ErrUnavailable), CA not
+// Kubernetes down (tokens.ErrUnavailable, tokens.ErrKeysTooOld,
+// kube.ErrUnavailable), CA not
 // ready → Unavailable; anything else → Internal
 // with a generic message. A security failure is never Internal.
 func toStatus(err error) *status.Status {
@@ -39,7 +40,7 @@ func toStatus(err error) *status.Status {
 	switch {
 	case errors.Is(err, ca.ErrInvalidCSR), errors.Is(err, ca.ErrInvalidRequest):
 		return status.New(codes.InvalidArgument, err.Error())
-	case errors.Is(err, tokens.ErrUnavailable), errors.Is(err, storage.ErrUnavailable),
+	case errors.Is(err, tokens.ErrUnavailable), errors.Is(err, tokens.ErrKeysTooOld), errors.Is(err, storage.ErrUnavailable),
 		errors.Is(err, storage.ErrClosed), errors.Is(err, ca.ErrNotReady), errors.Is(err, kube.ErrUnavailable):
 		return status.New(codes.Unavailable, "temporarily unavailable, retry")
 	case errors.Is(err, tokens.ErrInvalidToken), errors.Is(err, tokens.ErrExpired),

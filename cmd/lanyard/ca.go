@@ -262,6 +262,8 @@ func buildVerifiers(cfg FileConfig, log *slog.Logger, pods kube.PodIndexes) (map
 				jv, err = tokens.NewJWKSVerifier(tokens.JWKSConfig{
 					Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
 					JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log.With("component", "tokens"),
+					FetchTimeout: cl.Keys.FetchTimeout, MinRefetchInterval: cl.Keys.RetryAfterFailure,
+					MaxKeyAge: cl.Keys.MaxAge, JWKSHosts: cl.Keys.JWKSHosts, Leeway: cl.Keys.Leeway,
 				})
 				if err == nil {
 					var c *tokens.Cache
