@@ -187,6 +187,8 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, "workload could not be identified")
 	case errors.Is(err, agent.ErrDenied):
 		return status.Error(codes.PermissionDenied, "identity refused by the CA")
+	case errors.Is(err, agent.ErrTooManyPending):
+		return status.Error(codes.ResourceExhausted, "too many unverified tokens pending, retry")
 	case errors.Is(err, agent.ErrCredentialExpired):
 		return status.Error(codes.Unauthenticated, "token no longer accepted, reconnect with a fresh one")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -42,6 +42,9 @@ func toStatus(log *slog.Logger, msg string, err error) error {
 	case errors.Is(err, agent.ErrDenied):
 		log.Warn(msg, "error", err)
 		return status.Error(codes.PermissionDenied, "identity refused by the CA")
+	case errors.Is(err, agent.ErrTooManyPending):
+		log.Warn(msg, "error", err)
+		return status.Error(codes.ResourceExhausted, "too many unverified tokens pending, retry")
 	case errors.Is(err, agent.ErrCredentialExpired):
 		log.Info(msg, "error", err)
 		return status.Error(codes.Unauthenticated, "token no longer accepted, reconnect with a fresh one")

@@ -191,6 +191,10 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	if _, ok := manager.Bundles().Get(td); !ok {
 		manager.SetBundle(bundle)
 	}
+	guard, err := agent.NewGuard(agent.GuardConfig{Next: manager})
+	if err != nil {
+		return nil, err
+	}
 	p := &agentProcess{cfg: cfg, log: log, client: client, manager: manager}
 	attestors, err := p.buildAttestors(cfg, log)
 	if err != nil {
@@ -208,13 +212,13 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	sdsMetrics.Streams = metrics.Streams.WithLabelValues("sds")
 	sdsMetrics.SVIDsServed = metrics.SVIDsServed.WithLabelValues("sds")
 	sdsSrv, err := sds.New(sds.Config{
-		Identifier: identifier, Identities: manager, Log: log.With("component", "sds"), Metrics: sdsMetrics,
+		Identifier: identifier, Identities: guard, Log: log.With("component", "sds"), Metrics: sdsMetrics,
 	})
 	if err != nil {
 		return nil, err
 	}
 	wlSrv, err := workloadapi.New(workloadapi.Config{
-		Identifier: identifier, Identities: manager, Logger: log.With("component", "workloadapi"),
+		Identifier: identifier, Identities: guard, Logger: log.With("component", "workloadapi"),
 		Streams: metrics.Streams.WithLabelValues("workloadapi"), SVIDsServed: metrics.SVIDsServed.WithLabelValues("workloadapi"),
 	})
 	if err != nil {
