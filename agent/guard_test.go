@@ -11,6 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
+
+	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
 
 // answers is a fake Identities: each token's subscription answers what the
@@ -155,4 +157,56 @@ func TestManagerDropsRefusedTokenEntryOnClose(t *testing.T) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	require.Empty(t, m.entries)
+}
+
+// tokenLog records the tokens of every entry sent, then signs.
+type tokenLog struct {
+	next Signer
+	mu   sync.Mutex
+	seen []string
+}
+
+func (l *tokenLog) BatchSign(ctx context.Context, reqs []*cav1.SVIDRequest) ([]*cav1.SVIDResult, error) {
+	l.mu.Lock()
+	for _, r := range reqs {
+		l.seen = append(l.seen, r.GetToken())
+	}
+	l.mu.Unlock()
+	return l.next.BatchSign(ctx, reqs)
+}
+
+func (l *tokenLog) last() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen[len(l.seen)-1]
+}
+
+func TestManagerRenewalUsesRotatedTokenFile(t *testing.T) {
+	c := newTestCA(t, nil, nil)
+	log := &tokenLog{next: newFakeSigner(c, testTokens)}
+	m := newTestManager(t, c, log, func(cfg *ManagerConfig) { cfg.TTL = 2 * time.Second })
+	var mu sync.Mutex
+	current := "token-web-1"
+	w := tokenWorkload(current, "shop", "web")
+	w.TokenSource = func() (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return current, nil
+	}
+	sub, err := m.Subscribe(context.Background(), w)
+	require.NoError(t, err)
+	defer sub.Close()
+	first := waitSVID(t, sub, nil, 5*time.Second)
+	require.Equal(t, "token-web-1", log.last())
+
+	// The kubelet rotates the file; the stream is not reopened.
+	mu.Lock()
+	current = "token-web-2"
+	mu.Unlock()
+	second := waitSVID(t, sub, first, 10*time.Second)
+	require.NotEqual(t, serialOf(first), serialOf(second))
+	require.Equal(t, "token-web-2", log.last(), "the renewal sent the rotated token")
+	got, err := sub.SVID()
+	require.NoError(t, err, "the stream never saw an error")
+	require.NotNil(t, got)
 }
