@@ -127,3 +127,44 @@ func TestAgentForgedTokenFlood(t *testing.T) {
 	t.Logf("agent heap in use: %.1f MiB before, %.1f MiB after %d forged tokens", heapBefore/(1<<20), heapAfter/(1<<20), forged)
 	require.Less(t, heapAfter, heapBefore+heapSlack)
 }
+
+// TestAgentSocketLimits sends SDS requests past each limit of a real
+// `lanyard agent`'s socket: each is refused within the call's deadline,
+// and the agent keeps serving.
+func TestAgentSocketLimits(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDev(t, harness.Options{Args: []string{"--agent=false"}})
+	ag := harness.StartAgent(t, d, harness.AgentOptions{Node: "node-l"})
+	conn := dialSocket(t, ag.SocketPath)
+	names := func(n, size int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%0*d", size, i)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name  string
+		names []string
+		want  codes.Code
+	}{
+		// 100k names are over 1 MiB: refused by the message size limit.
+		{name: "100k names", names: names(100_000, 12), want: codes.ResourceExhausted},
+		{name: "65 names", names: names(65, 12), want: codes.InvalidArgument},
+		{name: "a 4 KiB name", names: names(1, 4096), want: codes.InvalidArgument},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*harness.CallTimeout)
+			defer cancel()
+			stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
+			require.NoError(t, err)
+			// The server may end the stream before the send completes.
+			_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "limits", Cluster: "limits"}, ResourceNames: tt.names})
+			_, err = stream.Recv()
+			require.Equal(t, tt.want, status.Code(err), "error %v", err)
+		})
+	}
+	c := startSDS(t, conn, sdstest.Config{Names: []string{sdsDefault}})
+	r := nextFullSDS(t, c, harness.CallTimeout, sdsDefault)
+	sdsSVID(t, r.Response, sdsDefault, d.Bundle(t), d.WorkloadID("default", "default"))
+}

@@ -106,7 +106,11 @@ func (st *stream) onRequest(req *discoveryv3.DiscoveryRequest) error {
 			st.log.Debug("ack", "version", st.acked)
 		}
 	}
-	names := normalize(req.GetResourceNames())
+	names, err := normalize(req.GetResourceNames())
+	if err != nil {
+		st.log.Warn("request refused", "error", err)
+		return err
+	}
 	if st.subscribed && sameSet(names, st.names) {
 		return nil // ACK or NACK of the current subscription: nothing new to send
 	}

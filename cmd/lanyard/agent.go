@@ -224,7 +224,7 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	if err != nil {
 		return nil, err
 	}
-	p.grpc = grpc.NewServer(grpc.Creds(attest.NewCredentials("")))
+	p.grpc = grpc.NewServer(append(agent.SocketServerOptions(), grpc.Creds(attest.NewCredentials("")))...)
 	sdsSrv.Register(p.grpc)
 	wlSrv.Register(p.grpc)
 	if p.listener, err = agent.ListenSocket(cfg.SocketPath, os.FileMode(mode)); err != nil {
