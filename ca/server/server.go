@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	istiopb "istio.io/api/security/v1alpha1"
 
@@ -80,6 +79,9 @@ type Config struct {
 	// (/istio.v1.auth.IstioCertificateService/CreateCertificate) on the
 	// same port, sharing the signing limiter with the Lanyard API.
 	Istio *IstioConfig
+	// Limits bounds streams, headers, unauthenticated requests and
+	// WatchBundle streams per peer; zero fields take the defaults.
+	Limits Limits
 	// Register, when set, registers more services on the gRPC server.
 	Register   func(*grpc.Server)
 	Registerer prometheus.Registerer
@@ -160,13 +162,12 @@ func New(cfg Config) (*Server, error) {
 		c.ClientCAs = pools.pool()
 		return c, nil
 	}
-	s.grpc = grpc.NewServer(
+	cfg.Limits.fill()
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(cfg.Logger, m)),
 		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, cfg.Limits.serverOptions()...)...)
 	cas := &caService{
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, cfg.MaxQueued, m), metrics: m, log: cfg.Logger,

@@ -20,6 +20,13 @@ var (
 	ErrOverloaded = errors.New("overloaded, retry later")
 	// ErrNoClientCert: a call that needs an agent SVID came without one.
 	ErrNoClientCert = errors.New("client certificate required")
+	// ErrRequestTooLarge: a request of a method callable without a client
+	// certificate is over Limits.UnauthenticatedMaxMsgSize. Maps to
+	// codes.ResourceExhausted, as gRPC's own message size limit.
+	ErrRequestTooLarge = errors.New("request too large")
+	// ErrTooManyStreams: the peer has as many WatchBundle streams open as
+	// Limits allows. Maps to codes.ResourceExhausted.
+	ErrTooManyStreams = errors.New("too many streams open")
 )
 
 // toStatus is the one mapping from pipeline errors to gRPC status, as
@@ -49,7 +56,7 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.Unauthenticated, err.Error())
 	case errors.Is(err, ca.ErrPermissionDenied):
 		return status.New(codes.PermissionDenied, err.Error())
-	case errors.Is(err, ErrOverloaded):
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrRequestTooLarge), errors.Is(err, ErrTooManyStreams):
 		return status.New(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, "request canceled")
