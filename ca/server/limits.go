@@ -31,8 +31,10 @@ const (
 	// DefaultUnauthenticatedMaxMsgSize bounds the requests of the methods
 	// anyone may call before proving anything: AttestAgent (a token and a
 	// CSR), GetBundle, WatchBundle and Istio's CreateCertificate (a CSR;
-	// the token is in metadata). A 4096-bit RSA CSR is under 2 KiB.
-	DefaultUnauthenticatedMaxMsgSize = 64 << 10
+	// the token is in metadata). A 4096-bit RSA CSR is under 2 KiB; the
+	// handlers' own bounds (a 16 KiB token, a 64 KiB Istio CSR) answer
+	// InvalidArgument or Unauthenticated below this.
+	DefaultUnauthenticatedMaxMsgSize = 128 << 10
 	// DefaultMaxWatchStreamsPerPeer bounds the WatchBundle streams open at
 	// once per peer: per agent SPIFFE ID for callers with an SVID, per
 	// source IP for the others (several agents may share a NAT address,

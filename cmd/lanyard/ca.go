@@ -98,7 +98,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	}
 	issuer, err := ca.New(ca.Config{
 		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy,
-		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
+		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent, Backdate: cfg.TTL.Backdate,
 		Logger: log.With("component", "ca"),
 	})
 	if err != nil {

@@ -28,6 +28,10 @@ type FileConfig struct {
 		Default time.Duration `yaml:"default"`
 		Max     time.Duration `yaml:"max"`
 		Agent   time.Duration `yaml:"agent"`
+		// Backdate sets certificates' NotBefore this far back for clock
+		// skew (default 5m, at most 1h; never more than a quarter of a
+		// certificate's TTL).
+		Backdate time.Duration `yaml:"backdate"`
 	} `yaml:"ttl"`
 	Intermediate struct {
 		TTL     time.Duration `yaml:"ttl"`
