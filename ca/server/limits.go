@@ -57,6 +57,11 @@ type Limits struct {
 	MaxWatchStreamsPerPeer    int
 	MaxWatchStreamsPerAddress int
 	KeepaliveMinTime          time.Duration
+	// AgentRatePerSecond, AgentRateBurst and AgentMaxQueued are each
+	// agent's share of BatchSignSVIDs, in entries (see fairness.go).
+	AgentRatePerSecond float64
+	AgentRateBurst     int
+	AgentMaxQueued     int
 }
 
 func (l *Limits) fill() {
@@ -78,6 +83,15 @@ func (l *Limits) fill() {
 	if l.KeepaliveMinTime == 0 {
 		l.KeepaliveMinTime = DefaultKeepaliveMinTime
 	}
+	if l.AgentRatePerSecond == 0 {
+		l.AgentRatePerSecond = DefaultAgentRatePerSecond
+	}
+	if l.AgentRateBurst < MaxBatchEntries {
+		l.AgentRateBurst = max(DefaultAgentRateBurst, MaxBatchEntries) // a full batch must pass
+	}
+	if l.AgentMaxQueued < MaxBatchEntries {
+		l.AgentMaxQueued = max(DefaultAgentMaxQueued, MaxBatchEntries)
+	}
 }
 
 // unauthenticatedMethods are the methods whose requests are bounded by
@@ -91,14 +105,15 @@ var unauthenticatedMethods = map[string]bool{
 
 // serverOptions are the transport limits and the interceptors that apply
 // the per-method ones.
-func (l Limits) serverOptions() []grpc.ServerOption {
+func (l Limits) serverOptions(clock func() time.Time) []grpc.ServerOption {
 	w := &watchCounter{perPeer: l.MaxWatchStreamsPerPeer, perAddr: l.MaxWatchStreamsPerAddress, open: map[string]int{}}
+	shares := newAgentShares(l, clock)
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(l.MaxHeaderListSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.KeepaliveMinTime, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(l.unarySizeInterceptor),
+		grpc.ChainUnaryInterceptor(l.unarySizeInterceptor, shares.interceptor),
 		grpc.ChainStreamInterceptor(l.streamSizeInterceptor, w.interceptor),
 	}
 }

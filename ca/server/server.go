@@ -167,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(cfg.Logger, m)),
 		grpc.ChainStreamInterceptor(streamInterceptor(cfg.Logger, m)),
-	}, cfg.Limits.serverOptions()...)...)
+	}, cfg.Limits.serverOptions(cfg.Clock)...)...)
 	cas := &caService{
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, cfg.MaxQueued, m), metrics: m, log: cfg.Logger,
