@@ -147,7 +147,7 @@ func TestBuildIstio(t *testing.T) {
 		require.NoError(t, err)
 		sc := p.serverConfig()
 		require.Equal(t, "istio-ca", sc.Audience)
-		require.Equal(t, 10.0, sc.RateLimit)
+		require.Equal(t, 100.0, sc.RateLimit)
 		require.Nil(t, sc.Pods)
 		require.Empty(t, p.runners())
 	})
