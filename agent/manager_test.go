@@ -541,7 +541,7 @@ func TestManagerMetrics(t *testing.T) {
 	metrics.RenewFailures.WithLabelValues("Unavailable").Add(0)
 	n, err := testutil.GatherAndCount(reg)
 	require.NoError(t, err)
-	require.Equal(t, 6, n)
+	require.Equal(t, 7, n)
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	require.Empty(t, problems)
