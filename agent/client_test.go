@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/catest"
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
 
@@ -36,7 +39,7 @@ var agentSubject = ca.Subject{Cluster: "c1", NodeName: "node-1", Namespace: "lan
 // fakeCA is a small CAService on the real issuing pipeline.
 type fakeCA struct {
 	cav1.UnimplementedCAServiceServer
-	tca    *testCA
+	tca    *catest.CA
 	signer *fakeSigner
 
 	mu      sync.Mutex
@@ -46,7 +49,7 @@ type fakeCA struct {
 	changed chan struct{}
 }
 
-func newFakeCA(tca *testCA) *fakeCA {
+func newFakeCA(tca *catest.CA) *fakeCA {
 	return &fakeCA{
 		tca: tca, signer: newFakeSigner(tca, testTokens), changed: make(chan struct{}),
 		bundle: bundleProtoOf(tca.Bundle()),
@@ -171,7 +174,7 @@ func tlsCert(key *ecdsa.PrivateKey, chain []*x509.Certificate) tls.Certificate {
 }
 
 // servingCert is the CA's serving certificate: spiffe://<td>/lanyard/ca.
-func servingCert(t *testing.T, tca *testCA) tls.Certificate {
+func servingCert(t *testing.T, tca *catest.CA) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -182,7 +185,7 @@ func servingCert(t *testing.T, tca *testCA) tls.Certificate {
 }
 
 // workloadCert is a valid SVID of the trust domain that is not the CA's.
-func workloadCert(t *testing.T, tca *testCA) tls.Certificate {
+func workloadCert(t *testing.T, tca *catest.CA) tls.Certificate {
 	t.Helper()
 	key, csr, err := newCSR(workloadID("shop", "api"))
 	require.NoError(t, err)
@@ -323,7 +326,7 @@ func TestClientWatchBundle(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.WatchBundle(ctx, func(b *x509bundle.Bundle) { bundles <- b }, func() { connects.Add(1) })
+		assert.NoError(t, c.RunBundle(ctx, func(b *x509bundle.Bundle) { bundles <- b }, func() { connects.Add(1) }))
 	}()
 	defer func() { cancel(); <-done }()
 	next := func() *x509bundle.Bundle {
@@ -378,7 +381,7 @@ func TestClientRunAgentSVIDRenews(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
 	defer func() { cancel(); <-done }()
 
 	require.Eventually(t, func() bool { return serialOf(c.AgentSVID()) != serialOf(first) }, 3*agentTTL, 10*time.Millisecond)
@@ -405,7 +408,7 @@ func TestClientRunAgentSVIDBacksOff(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
 	defer func() { cancel(); <-done }()
 	// Attested at once, then after two backoffs (≤ 0.5 s + ≤ 1 s).
 	require.Eventually(t, func() bool { return c.AgentSVID() != nil }, 5*time.Second, 10*time.Millisecond)
@@ -430,7 +433,7 @@ func TestClientRunAgentSVIDFindsReturningCA(t *testing.T) {
 	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) { cfg.ReconnectMaxDelay = reconnect; cfg.Logger = log })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
 	defer func() { cancel(); <-done }()
 
 	// Four failures: an uncapped backoff would now wait 2 to 4 s.
@@ -441,6 +444,37 @@ func TestClientRunAgentSVIDFindsReturningCA(t *testing.T) {
 	back := time.Now()
 	require.Eventually(t, func() bool { return c.AgentSVID() != nil }, 5*time.Second, 10*time.Millisecond)
 	require.Less(t, time.Since(back), reconnect+time.Second, "attested %s after the CA's return", time.Since(back))
+}
+
+// TestClientRunAgentSVIDRenewsAfterSuspend: the agent SVID's renewal is a
+// wall-clock deadline re-checked at least every wallCheck, so an agent
+// whose machine was suspended past the renewal time renews as soon as the
+// next check comes, not after the monotonic time that was left.
+func TestClientRunAgentSVIDRenewsAfterSuspend(t *testing.T) {
+	tca := newTestCA(t, nil, nil)
+	srv := newFakeCA(tca)
+	addr, _ := serveFakeCA(t, "127.0.0.1:0", servingCert(t, tca), tca.Bundle().X509Authorities(), srv)
+	clock := clocktest.New(time.Now())
+	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) { cfg.Clock, cfg.After = clock.Now, clock.After })
+	require.NoError(t, c.Attest(context.Background()))
+	first := c.AgentSVID()
+	life := first.Certificates[0].NotAfter.Sub(clock.Now())
+
+	waiting := clock.Waiters()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
+	defer func() { cancel(); <-done }()
+	<-waiting
+	next, ok := clock.Next()
+	require.True(t, ok)
+	require.LessOrEqual(t, next, wallCheck, "the deadline is re-checked at least every %s", wallCheck)
+
+	clock.Jump(life * 3 / 4) // suspended past the half-life, not past expiry
+	clock.Advance(next)
+	require.Eventually(t, func() bool { return serialOf(c.AgentSVID()) != serialOf(first) }, 10*time.Second, 10*time.Millisecond)
+	attests, _ := srv.counts()
+	require.Equal(t, 2, attests)
 }
 
 func TestNewClientValidates(t *testing.T) {

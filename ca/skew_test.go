@@ -8,6 +8,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lanyard-id/lanyard/storage/storagetest"
 )
 
 // TestClockSkew: an SVID signed just after the CA made its root and
@@ -54,7 +56,7 @@ func TestBackdateCappedByTTL(t *testing.T) {
 
 func TestBackdateConfig(t *testing.T) {
 	for _, d := range []time.Duration{-time.Second, MaxBackdate + time.Second} {
-		_, err := New(Config{TrustDomain: testTD, Keys: &Authority{}, Recorder: &fakeRecorder{}, Backdate: d})
+		_, err := New(Config{TrustDomain: testTD, Keys: &Authority{}, Recorder: &storagetest.Recorder{}, Backdate: d})
 		require.ErrorContains(t, err, "backdate")
 	}
 }

@@ -16,10 +16,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/lanyard-id/lanyard/agent"
 )
 
 // Resource names with a fixed meaning (the names Istio and SPIRE use).
@@ -287,17 +287,17 @@ const (
 	MaxResourceNameLength = 2048
 )
 
-// normalize checks the limits (InvalidArgument beyond them) and drops
+// normalize checks the limits (agent.ErrBadRequest, InvalidArgument, beyond them) and drops
 // empty and repeated names, keeping the first order, in linear time.
 func normalize(names []string) ([]string, error) {
 	if len(names) > MaxResourceNames {
-		return nil, status.Errorf(codes.InvalidArgument, "%d resource names, at most %d allowed", len(names), MaxResourceNames)
+		return nil, fmt.Errorf("%w: %d resource names, at most %d allowed", agent.ErrBadRequest, len(names), MaxResourceNames)
 	}
 	out := make([]string, 0, len(names))
 	seen := make(map[string]struct{}, len(names))
 	for _, n := range names {
 		if len(n) > MaxResourceNameLength {
-			return nil, status.Errorf(codes.InvalidArgument, "resource name of %d bytes, at most %d allowed", len(n), MaxResourceNameLength)
+			return nil, fmt.Errorf("%w: resource name of %d bytes, at most %d allowed", agent.ErrBadRequest, len(n), MaxResourceNameLength)
 		}
 		if _, dup := seen[n]; n != "" && !dup {
 			seen[n] = struct{}{}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,10 +10,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -156,11 +153,7 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 			st := toStatus(err)
 			res.Code, res.Message = uint32(st.Code()), st.Message()
 			s.metrics.Rejected.WithLabelValues(method+":entry", st.Code().String()).Inc()
-			if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
-				s.log.Error("batch entry failed", "agent", agent.String(), "code", st.Code().String(), "error", err)
-			} else {
-				s.log.Info("batch entry rejected", "agent", agent.String(), "code", st.Code().String(), "reason", err.Error())
-			}
+			logRefusal(s.log, st, "batch entry", err, "method", method, "agent", agent.String())
 		} else {
 			res.Svid = svidProto(issued)
 			s.metrics.Issued.WithLabelValues(ca.KindWorkload).Inc()
@@ -188,7 +181,7 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 		if r := recover(); r != nil {
 			s.metrics.PanicsRecovered.Inc()
 			s.log.Error("panic in batch entry", "panic", r)
-			iss, err = nil, errors.New("panic in batch entry")
+			iss, err = nil, fmt.Errorf("%w: batch entry", errPanic)
 		}
 	}()
 	// The slot covers the token verification too: it is half the work.
@@ -324,7 +317,7 @@ func (s *caService) WatchBundle(_ *cav1.WatchBundleRequest, stream cav1.CAServic
 		case <-stream.Context().Done():
 			return nil
 		case <-s.stopping:
-			return status.Error(codes.Unavailable, "CA is shutting down, reconnect")
+			return toStatus(ErrStopping).Err() // expected at every shutdown: not logged
 		case <-changed:
 		}
 	}

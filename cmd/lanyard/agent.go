@@ -289,11 +289,8 @@ func (p *agentProcess) readyz(w http.ResponseWriter, _ *http.Request) {
 func (p *agentProcess) run(ctx context.Context) error {
 	defer p.client.Close()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { p.client.RunAgentSVID(ctx); return nil })
-	g.Go(func() error {
-		p.client.WatchBundle(ctx, p.manager.SetBundle, p.manager.CAReachable)
-		return nil
-	})
+	g.Go(func() error { return p.client.RunAgentSVID(ctx) })
+	g.Go(func() error { return p.client.RunBundle(ctx, p.manager.SetBundle, p.manager.CAReachable) })
 	g.Go(func() error { return p.manager.Run(ctx) })
 	if p.k8s != nil {
 		g.Go(func() error { return p.k8s.Run(ctx) })

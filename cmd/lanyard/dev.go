@@ -178,7 +178,7 @@ func printDevBanner(dir string, p *caProcess, ag *agentProcess) {
 	bundle := filepath.Join(dir, "bundle.pem")
 	if ag == nil {
 		fmt.Printf("\nLanyard dev mode (CA only) — DEVELOPMENT ONLY\n  CA gRPC (TLS)  %s\n  CA HTTP        http://%s\n  trust bundle   %s\n\n",
-			p.server.Addr(), p.server.HTTPAddr(), bundle)
+			p.server.Addr(), p.health.Addr(), bundle)
 		return
 	}
 	fmt.Printf(`
@@ -202,7 +202,7 @@ Istio's CA API (istio.v1.auth.IstioCertificateService) is on the CA port
 (CA_ADDR); its tokens need audience istio-ca: lanyard dev token --audience istio-ca ...
 
 Press Ctrl-C to stop.
-`, p.server.Addr(), p.server.HTTPAddr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle, filepath.Join(dir, "lanyard.db"),
+`, p.server.Addr(), p.health.Addr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle, filepath.Join(dir, "lanyard.db"),
 		devIssuer, filepath.Join(dir, tokens.DevIssuerJWKSFile), os.Getuid(), ag.cfg.TrustDomain, ag.cfg.SocketPath,
 		dir, devNode, bundle, p.server.Addr())
 }
