@@ -31,8 +31,8 @@ bench: build postgres
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./ca/... ./storage/...
 	$(BIN)/lanyard bench $(BENCH_FLAGS)
 
-$(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
-	cd tools && $(GO) build -o $(TOOLS)/ github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+$(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/govulncheck &: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o $(TOOLS)/ github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc golang.org/x/vuln/cmd/govulncheck
 
 ## k8s-tools: kube-apiserver and etcd for the integration tests' control plane (tools/k8s;
 ## about 12 minutes on 2 cores cold, nothing to do when tools/k8s is unchanged)
@@ -52,7 +52,7 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/govulncheck
 
 generate: tools
 	$(TOOLS)/buf lint
@@ -67,8 +67,15 @@ generate-check: tools
 		echo "generated code is stale: run 'make generate' and commit" >&2; \
 		diff -r $$tmp/proto.before proto | head -40 >&2; exit 1; fi && echo "generated code is up to date"
 
-## lint: vet, buf lint, buf breaking against BREAKING_AGAINST (default the previous commit, read
-## with git archive so it works in clones and worktrees alike), gofmt
+## lint: vet, buf lint, gofmt, and govulncheck on the main module: known vulnerabilities in code
+## the module calls, from the Go vulnerability database GOVULNDB (a URL, or file:///dir with a
+## local copy). Found vulnerabilities fail lint. An unreachable database is reported loudly and
+## fails lint only with GOVULNCHECK_REQUIRED=1 (some build machines reach no host but the module
+## proxy).
+GOVULNDB ?= https://vuln.go.dev
+GOVULNCHECK_REQUIRED ?= 0
+## buf breaking runs against BREAKING_AGAINST (default the previous commit, read with git archive so
+## it works in clones and worktrees alike).
 BREAKING_AGAINST ?= HEAD~1
 lint: tools
 	$(GO) vet ./...
@@ -78,6 +85,13 @@ lint: tools
 		git archive '$(BREAKING_AGAINST)' buf.yaml proto | tar -x -C $$tmp && \
 		$(TOOLS)/buf breaking --against $$tmp && echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
 	else echo "buf breaking: $(BREAKING_AGAINST) is not in this clone (shallow?): check skipped" >&2; fi
+	@out=$$($(TOOLS)/govulncheck -db $(GOVULNDB) ./... 2>&1); rc=$$?; echo "$$out" | tail -60; \
+	if [ $$rc -eq 0 ]; then echo "govulncheck: no known vulnerability in code the module calls"; \
+	elif [ $$rc -eq 3 ]; then echo "govulncheck: vulnerabilities found" >&2; exit 1; \
+	elif echo "$$out" | grep -q 'fetching vulnerabilities'; then \
+		echo "WARNING: govulncheck did NOT run: vulnerability database $(GOVULNDB) unreachable" >&2; \
+		[ "$(GOVULNCHECK_REQUIRED)" = 0 ] || exit 1; \
+	else echo "govulncheck failed" >&2; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## fuzz: every native fuzz target (found in the *_test.go files) for FUZZTIME each

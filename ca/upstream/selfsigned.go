@@ -121,7 +121,7 @@ func generateRoot(cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"Lanyard"}, CommonName: "Lanyard root " + cfg.TrustDomain},
-		NotBefore:             now.Add(-time.Minute),
+		NotBefore:             now.Add(-IntermediateBackdate),
 		NotAfter:              now.Add(cfg.TTL),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,

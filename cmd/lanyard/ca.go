@@ -121,7 +121,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	}
 	issuer, err := ca.New(ca.Config{
 		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy, Denied: controls,
-		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
+		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent, Backdate: cfg.TTL.Backdate,
 		Logger: log.With("component", "ca"),
 	})
 	if err != nil {
@@ -326,6 +326,8 @@ func baseVerifier(cl ClusterConfig, log *slog.Logger) (tokens.Verifier, tokens.C
 	jv, err := tokens.NewJWKSVerifier(tokens.JWKSConfig{
 		Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
 		JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log,
+		FetchTimeout: cl.Keys.FetchTimeout, MinRefetchInterval: cl.Keys.RetryAfterFailure,
+		MaxKeyAge: cl.Keys.MaxAge, JWKSHosts: cl.Keys.JWKSHosts, Leeway: cl.Keys.Leeway,
 	})
 	if err != nil {
 		return nil, tokens.ClusterStats{}, err

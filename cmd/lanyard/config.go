@@ -28,6 +28,10 @@ type FileConfig struct {
 		Default time.Duration `yaml:"default"`
 		Max     time.Duration `yaml:"max"`
 		Agent   time.Duration `yaml:"agent"`
+		// Backdate sets certificates' NotBefore this far back for clock
+		// skew (default 5m, at most 1h; never more than a quarter of a
+		// certificate's TTL).
+		Backdate time.Duration `yaml:"backdate"`
 	} `yaml:"ttl"`
 	Intermediate struct {
 		TTL     time.Duration `yaml:"ttl"`
@@ -133,6 +137,27 @@ type ClusterConfig struct {
 		CacheTTL time.Duration `yaml:"cacheTTL"`
 	} `yaml:"tokenReview"`
 	CACertFile string `yaml:"caCertFile"` // CA for the discovery/JWKS URL
+	// Keys tunes offline (discovery/JWKS) verification; zero values take
+	// the defaults of tokens.JWKSConfig.
+	Keys struct {
+		// FetchTimeout bounds one fetch of the discovery document and key
+		// set (default 5s, at most 1m).
+		FetchTimeout time.Duration `yaml:"fetchTimeout"`
+		// RetryAfterFailure is the least time between two fetches, and so
+		// how long a failing endpoint is answered from the negative
+		// cache (default 10s).
+		RetryAfterFailure time.Duration `yaml:"retryAfterFailure"`
+		// MaxAge is how long keys are used after the last successful
+		// fetch while refreshes fail; then this cluster's tokens answer
+		// Unavailable (default 24h).
+		MaxAge time.Duration `yaml:"maxAge"`
+		// JWKSHosts are hosts (host or host:port) besides the discovery
+		// document's own that its jwks_uri may name (default none).
+		JWKSHosts []string `yaml:"jwksHosts"`
+		// Leeway is the clock skew allowed on a token's exp, nbf and iat
+		// (default 60s, at most 5m).
+		Leeway time.Duration `yaml:"leeway"`
+	} `yaml:"keys"`
 	// Kubernetes, when set, lets the CA watch this cluster's pods: a
 	// workload an agent identified with its k8s attestor is accepted only
 	// when its pod runs on that agent's node.
@@ -212,6 +237,10 @@ func (c *FileConfig) validate() error {
 		}
 		if cl.TokenReview == nil && cl.Issuer == "" {
 			return fmt.Errorf("config: cluster %q needs issuer", cl.Name)
+		}
+		if cl.TokenReview != nil && (cl.Keys.FetchTimeout != 0 || cl.Keys.RetryAfterFailure != 0 ||
+			cl.Keys.MaxAge != 0 || len(cl.Keys.JWKSHosts) > 0 || cl.Keys.Leeway != 0) {
+			return fmt.Errorf("config: cluster %q: keys: applies to discoveryURL, jwksURL and jwksFile, not tokenReview", cl.Name)
 		}
 	}
 	for _, ip := range c.ServingIPs {
