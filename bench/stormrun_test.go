@@ -67,8 +67,10 @@ func newPipelineSigner(t *testing.T) *pipelineSigner {
 }
 
 // TestRunStorm runs a small storm end to end on real agent managers and
-// the real issuing pipeline in-process, with SVIDs of 2 s (renewed after
-// about 1 s).
+// the real issuing pipeline in-process, with SVIDs of 8 s (renewed after
+// about 4 s): long enough that a loaded machine running the race detector
+// renews every SVID before it expires (at 2 s, one in 60 sometimes
+// expired first under a CPU burner), short enough for a unit test.
 func TestRunStorm(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
@@ -81,7 +83,7 @@ func TestRunStorm(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			signer := newPipelineSigner(t)
 			signer.failNext = tt.failNext
-			const n, m, ttl = 60, 3, 2 * time.Second
+			const n, m, ttl = 60, 3, 8 * time.Second
 			f := newStormFleet()
 			for i := range m {
 				require.NoError(t, f.addAgent(stormNode(i), nil, signer, stormTD, ttl, nil))
