@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lanyard-id/lanyard/storage"
+	"github.com/lanyard-id/lanyard/storage/internal/cond"
 )
 
 var certificateColumnList = []string{"serial", "spiffe_id", "kind", "cluster", "namespace", "service_account",
@@ -69,7 +70,7 @@ func (s *Store) ListCertificates(ctx context.Context, f storage.CertificateFilte
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	where, err := certificateWhere(f, arg)
+	where, err := cond.Certificates(f, arg)
 	if err != nil {
 		return storage.CertificatePage{}, fmt.Errorf("postgres %s: %w", op, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lanyard-id/lanyard/storage"
+	"github.com/lanyard-id/lanyard/storage/internal/cond"
 )
 
 // controlTx runs fn in a transaction and advances the control sequence in
@@ -200,39 +201,6 @@ func (s *Store) Controls(ctx context.Context, now time.Time) (storage.Controls, 
 	return c, nil
 }
 
-// certificateWhere turns the filter fields of f (not its paging) into SQL
-// conditions; arg adds a parameter and returns its placeholder.
-func certificateWhere(f storage.CertificateFilter, arg func(any) string) ([]string, error) {
-	for _, t := range []time.Time{f.ValidAt, f.ExpiresBefore, f.IssuedSince} {
-		if !storage.ValidTime(t) {
-			return nil, fmt.Errorf("filter time %s out of range: %w", t, storage.ErrInvalidArgument)
-		}
-	}
-	var where []string
-	for _, c := range []struct{ col, val string }{
-		{"spiffe_id", f.SPIFFEID}, {"namespace", f.Namespace}, {"service_account", f.ServiceAccount},
-		{"node_name", f.NodeName}, {"kind", f.Kind}, {"caller", f.Caller},
-	} {
-		if c.val != "" {
-			where = append(where, c.col+" = "+arg(c.val))
-		}
-	}
-	if !f.ValidAt.IsZero() {
-		at := arg(f.ValidAt.UnixNano())
-		where = append(where, "not_before <= "+at+" AND not_after >= "+at)
-	}
-	if !f.ExpiresBefore.IsZero() {
-		where = append(where, "not_after < "+arg(f.ExpiresBefore.UnixNano()))
-	}
-	if !f.IssuedSince.IsZero() {
-		where = append(where, "issued_at >= "+arg(f.IssuedSince.UnixNano()))
-	}
-	if f.Revoked {
-		where = append(where, "revoked_at IS NOT NULL")
-	}
-	return where, nil
-}
-
 // CountCertificatesBy counts the certificates matching f grouped by the
 // SPIFFE ID or the node, largest groups first (ties by key).
 func (s *Store) CountCertificatesBy(ctx context.Context, by storage.GroupBy, f storage.CertificateFilter) ([]storage.GroupCount, error) {
@@ -250,7 +218,7 @@ func (s *Store) CountCertificatesBy(ctx context.Context, by storage.GroupBy, f s
 		return nil, fmt.Errorf("postgres %s: grouping %q: %w", op, by, storage.ErrInvalidArgument)
 	}
 	var args []any
-	where, err := certificateWhere(f, func(v any) string {
+	where, err := cond.Certificates(f, func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lanyard-id/lanyard/storage"
+	"github.com/lanyard-id/lanyard/storage/internal/cond"
 )
 
 const certificateColumns = `serial, spiffe_id, kind, cluster, namespace, service_account, pod_name,
@@ -122,41 +123,14 @@ func (s *Store) ListCertificates(ctx context.Context, f storage.CertificateFilte
 	return page, nil
 }
 
-// certificateWhere turns the filter fields of f (not its paging) into SQL
-// conditions.
+// certificateWhere is cond.Certificates with SQLite's "?" placeholders.
 func certificateWhere(f storage.CertificateFilter) ([]string, []any, error) {
-	for _, t := range []time.Time{f.ValidAt, f.ExpiresBefore, f.IssuedSince} {
-		if !storage.ValidTime(t) {
-			return nil, nil, fmt.Errorf("filter time %s out of range: %w", t, storage.ErrInvalidArgument)
-		}
-	}
-	var (
-		where []string
-		args  []any
-	)
-	for _, c := range []struct{ col, val string }{
-		{"spiffe_id", f.SPIFFEID}, {"namespace", f.Namespace}, {"service_account", f.ServiceAccount},
-		{"node_name", f.NodeName}, {"kind", f.Kind}, {"caller", f.Caller},
-	} {
-		if c.val != "" {
-			where = append(where, c.col+" = ?")
-			args = append(args, c.val)
-		}
-	}
-	if !f.ValidAt.IsZero() {
-		where = append(where, "not_before <= ? AND not_after >= ?")
-		args = append(args, f.ValidAt.UnixNano(), f.ValidAt.UnixNano())
-	}
-	if !f.ExpiresBefore.IsZero() {
-		where, args = append(where, "not_after < ?"), append(args, f.ExpiresBefore.UnixNano())
-	}
-	if !f.IssuedSince.IsZero() {
-		where, args = append(where, "issued_at >= ?"), append(args, f.IssuedSince.UnixNano())
-	}
-	if f.Revoked {
-		where = append(where, "revoked_at IS NOT NULL")
-	}
-	return where, args, nil
+	var args []any
+	conds, err := cond.Certificates(f, func(v any) string {
+		args = append(args, v)
+		return "?"
+	})
+	return conds, args, err
 }
 
 // CountCertificatesBy counts the certificates matching f grouped by the
