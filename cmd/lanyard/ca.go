@@ -37,6 +37,7 @@ type caProcess struct {
 	server    *server.Server
 	istio     *istioParts     // nil when Istio is off
 	pods      kube.PodIndexes // clusters whose pods the CA watches
+	upstream  upstream.Authority
 }
 
 // buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
@@ -82,6 +83,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	metrics := server.NewMetrics(reg)
 	reg.MustRegister(tokens.NewCollector(tokenStats...))
 	registerPodIndexMetrics(reg, agentPods)
+	registerUpstreamMetrics(reg, up)
 	writer, err := storage.NewWriter(storage.WriterConfig{Store: st, Logger: log.With("component", "writer"), OnBatch: metrics.ObserveStoreBatch})
 	if err != nil {
 		st.Close()
@@ -96,6 +98,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	reg.MustRegister(ca.NewUpstreamCollector(authority))
 	issuer, err := ca.New(ca.Config{
 		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy,
 		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
@@ -126,7 +129,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio, pods: agentPods}, nil
+	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio, pods: agentPods, upstream: up}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -134,6 +137,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 // the writer (flushing their records) and the authority, then the store.
 func (p *caProcess) run(ctx context.Context) error {
 	defer p.store.Close()
+	defer closeUpstream(p.upstream)
 	if err := p.authority.Prepare(ctx); err != nil {
 		return fmt.Errorf("prepare CA: %w", err)
 	}
@@ -143,6 +147,9 @@ func (p *caProcess) run(ctx context.Context) error {
 	back, backCtx := errgroup.WithContext(backCtx)
 	back.Go(func() error { return p.writer.Run(backCtx) })
 	back.Go(func() error { return p.authority.Run(backCtx) })
+	if r, ok := p.upstream.(upstreamRunner); ok {
+		back.Go(func() error { return r.Run(backCtx) })
+	}
 	for _, run := range p.istio.runners() {
 		back.Go(func() error { return run(backCtx) })
 	}
@@ -199,8 +206,10 @@ func buildUpstream(cfg FileConfig, td spiffeid.TrustDomain, log *slog.Logger) (u
 	case "disk":
 		d := cfg.Upstream.Disk
 		return upstream.NewDisk(upstream.DiskConfig{CertFile: d.CertFile, KeyFile: d.KeyFile, BundleFile: d.BundleFile})
+	case "vault":
+		return buildVaultUpstream(cfg.Upstream.Vault, log.With("component", "upstream", "upstream", "vault"))
 	default:
-		return nil, fmt.Errorf("upstream type %q: want selfsigned or disk", cfg.Upstream.Type)
+		return nil, fmt.Errorf("upstream type %q: want selfsigned, disk or vault", cfg.Upstream.Type)
 	}
 }
 

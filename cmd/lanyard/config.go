@@ -60,12 +60,13 @@ type FileConfig struct {
 
 // UpstreamConfig selects where the root comes from.
 type UpstreamConfig struct {
-	Type string `yaml:"type"` // "selfsigned" (default) or "disk"
+	Type string `yaml:"type"` // "selfsigned" (default), "disk" or "vault"
 	Disk struct {
 		CertFile   string `yaml:"certFile"`
 		KeyFile    string `yaml:"keyFile"`
 		BundleFile string `yaml:"bundleFile"`
 	} `yaml:"disk"`
+	Vault VaultUpstreamConfig `yaml:"vault"` // upstream.go, docs/vault.md
 }
 
 // StoreConfig selects the store.

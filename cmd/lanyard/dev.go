@@ -27,7 +27,8 @@ func devCmd() *cobra.Command {
 	var (
 		dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 		withAgent                                            bool
-		svidTTL                                              time.Duration
+		svidTTL, intermediateTTL                             time.Duration
+		upstreamConfig                                       string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -41,7 +42,8 @@ issuer key in --dir can mint any identity.`,
 				agentHTTPAddr = ""
 			}
 			return runDev(cmd.Context(), devOptions{dir: dir, grpcAddr: grpcAddr, httpAddr: httpAddr,
-				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL})
+				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL,
+				upstreamConfig: upstreamConfig, intermediateTTL: intermediateTTL})
 		},
 	}
 	f := cmd.Flags()
@@ -53,13 +55,16 @@ issuer key in --dir can mint any identity.`,
 	f.BoolVar(&withAgent, "agent", true, "also run a node agent (socket DIR/agent.sock)")
 	f.StringVar(&agentHTTPAddr, "agent-http-addr", "127.0.0.1:9091", "node agent health and metrics address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&upstreamConfig, "upstream-config", "", "YAML file of an upstream: section (e.g. type: vault, docs/vault.md); default a self-signed root in --dir")
+	f.DurationVar(&intermediateTTL, "intermediate-ttl", 0, "TTL of the CA's intermediate, renewed at half-life (0: 24h)")
 	cmd.AddCommand(devTokenCmd())
 	return cmd
 }
 
 type devOptions struct {
 	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
-	svidTTL                                              time.Duration
+	svidTTL, intermediateTTL                             time.Duration
+	upstreamConfig                                       string
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -95,6 +100,12 @@ func runDev(ctx context.Context, o devOptions) error {
 	// name, "Kubernetes" unless set, as ClusterID.
 	cfg.Istio.Enabled = true
 	cfg.Istio.ClusterAliases = map[string]string{"Kubernetes": devCluster}
+	if err := decodeYAMLFile(o.upstreamConfig, &cfg.Upstream); err != nil {
+		return err
+	}
+	if o.intermediateTTL != 0 {
+		cfg.Intermediate.TTL = o.intermediateTTL
+	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}

@@ -1,3 +1,9 @@
+// The Vault server for the Vault upstream's integration tests, built by
+// `make vault-tools` into .cache/bin/vault. Vault v1.21.0's in-repo sdk is
+// replaced by the published sdk v0.20.0 (the in-repo one is not in the
+// module zip), and github.com/99designs/keyring by the Jeffail fork Vault's
+// own go.mod uses. v1.21.4 does not build this way: its sdk matches no
+// published sdk version.
 module github.com/lanyard-id/lanyard/tools/vault
 
 go 1.26

@@ -307,3 +307,10 @@ func dropRoots(chain []*x509.Certificate) []*x509.Certificate {
 func isSelfSigned(c *x509.Certificate) bool {
 	return string(c.RawIssuer) == string(c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
+
+// Close drops the client's idle connections to Vault.
+func (u *Upstream) Close() {
+	if hc := u.client.CloneConfig().HttpClient; hc != nil {
+		hc.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,9 @@
+package vault
+
+import (
+	"testing"
+
+	"github.com/lanyard-id/lanyard/integration/harness"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }
