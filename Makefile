@@ -67,9 +67,17 @@ generate-check: tools
 		echo "generated code is stale: run 'make generate' and commit" >&2; \
 		diff -r $$tmp/proto.before proto | head -40 >&2; exit 1; fi && echo "generated code is up to date"
 
+## lint: vet, buf lint, buf breaking against BREAKING_AGAINST (default the previous commit, read
+## with git archive so it works in clones and worktrees alike), gofmt
+BREAKING_AGAINST ?= HEAD~1
 lint: tools
 	$(GO) vet ./...
 	$(TOOLS)/buf lint
+	@if git rev-parse -q --verify '$(BREAKING_AGAINST)^{commit}' >/dev/null; then \
+		tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+		git archive '$(BREAKING_AGAINST)' buf.yaml proto | tar -x -C $$tmp && \
+		$(TOOLS)/buf breaking --against $$tmp && echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
+	else echo "buf breaking: $(BREAKING_AGAINST) is not in this clone (shallow?): check skipped" >&2; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## fuzz: every native fuzz target (found in the *_test.go files) for FUZZTIME each

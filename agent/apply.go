@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,6 +26,12 @@ const (
 // retry can fix become the entry's error (unless it still has a valid SVID,
 // which keeps being served).
 func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav1.SVIDResult, rpcErr error) {
+	var failed []renewFailure // logged once the lock is released
+	defer func() {
+		for _, f := range failed {
+			m.cfg.Logger.Warn("renew SVID", "spiffe_id", f.id.String(), "code", f.code.String(), "message", f.msg, "failures", f.failures)
+		}
+	}()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.cfg.Clock()
@@ -90,8 +97,16 @@ func (m *Manager) apply(batch []*entry, keys []*ecdsa.PrivateKey, results []*cav
 		default:
 			e.renewAt = now.Add(backoff.Exponential(e.failures, retryBase, retryLimit))
 		}
-		m.cfg.Logger.Warn("renew SVID", "spiffe_id", e.workload.ID.String(), "code", code.String(), "message", msg, "failures", e.failures)
+		failed = append(failed, renewFailure{id: e.workload.ID, code: code, msg: msg, failures: e.failures})
 	}
+}
+
+// renewFailure is one failed renewal, for the log.
+type renewFailure struct {
+	id       spiffeid.ID
+	code     codes.Code
+	msg      string
+	failures int
 }
 
 // renewalTime is half-life ± 10 %, counted from when the agent got the

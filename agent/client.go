@@ -49,8 +49,15 @@ type ClientConfig struct {
 	// ReconnectMaxDelay bounds gRPC's reconnect backoff (default 5s), so a
 	// CA that comes back is noticed within seconds.
 	ReconnectMaxDelay time.Duration
-	Clock             func() time.Time
-	Logger            *slog.Logger
+	// Clock is the wall clock the agent SVID's renewal is scheduled on
+	// (default: without monotonic reading, as for the Manager). After
+	// waits as time.After does (the default); tests inject both.
+	Clock  func() time.Time
+	After  func(time.Duration) <-chan time.Time
+	Logger *slog.Logger
+	// Workloads, when set, says how many workload SVIDs the agent holds;
+	// it is reported to the CA on each call with the bundle sequence.
+	Workloads func() int
 }
 
 // Client talks to the CA: it attests the agent, keeps the agent SVID and
@@ -59,8 +66,10 @@ type Client struct {
 	cfg    ClientConfig
 	svid   atomic.Pointer[x509svid.SVID]
 	bundle atomic.Pointer[x509bundle.Bundle]
-	conn   *grpc.ClientConn
-	api    cav1.CAServiceClient
+	// bundleSeq is the sequence of the bundle last received from the CA.
+	bundleSeq atomic.Int64
+	conn      *grpc.ClientConn
+	api       cav1.CAServiceClient
 }
 
 // NewClient validates cfg and prepares the mTLS connection; it does not
@@ -76,7 +85,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.ReconnectMaxDelay = 5 * time.Second
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = time.Now
+		cfg.Clock = wallNow
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -151,7 +163,7 @@ func (c *Client) Attest(ctx context.Context) error {
 	}
 	defer conn.Close()
 	resp, err := cav1.NewCAServiceClient(conn).AttestAgent(ctx, &cav1.AttestAgentRequest{
-		Token: token, Cluster: c.cfg.Cluster, Csr: csr,
+		Token: token, Cluster: c.cfg.Cluster, Csr: csr, AgentState: c.state(),
 	})
 	if err != nil {
 		return fmt.Errorf("attest agent: %w", err)
@@ -166,6 +178,7 @@ func (c *Client) Attest(ctx context.Context) error {
 	}
 	if b, err := bundleFromProto(resp.GetBundle()); err == nil && b.TrustDomain() == c.cfg.TrustDomain {
 		c.bundle.Store(b)
+		c.bundleSeq.Store(resp.GetBundle().GetSequence())
 	}
 	c.svid.Store(svid)
 	// A handshake that failed before (no or an expired agent SVID) left the
@@ -175,9 +188,22 @@ func (c *Client) Attest(ctx context.Context) error {
 	return nil
 }
 
-// BatchSign sends one BatchSignSVIDs call over mTLS.
+// state is what the agent reports holding on each call.
+func (c *Client) state() *cav1.AgentState {
+	st := &cav1.AgentState{BundleSequence: c.bundleSeq.Load()}
+	if c.cfg.Workloads != nil {
+		st.Workloads = int64(c.cfg.Workloads())
+	}
+	return st
+}
+
+// BundleSequence is the sequence of the bundle last received from the CA.
+func (c *Client) BundleSequence() int64 { return c.bundleSeq.Load() }
+
+// BatchSign sends one BatchSignSVIDs call over mTLS, with what the agent
+// holds.
 func (c *Client) BatchSign(ctx context.Context, reqs []*cav1.SVIDRequest) ([]*cav1.SVIDResult, error) {
-	resp, err := c.api.BatchSignSVIDs(ctx, &cav1.BatchSignSVIDsRequest{Requests: reqs})
+	resp, err := c.api.BatchSignSVIDs(ctx, &cav1.BatchSignSVIDsRequest{Requests: reqs, AgentState: c.state()})
 	if err != nil {
 		return nil, err
 	}
@@ -187,97 +213,106 @@ func (c *Client) BatchSign(ctx context.Context, reqs []*cav1.SVIDRequest) ([]*ca
 	return resp.GetResults(), nil
 }
 
-// WatchBundle follows the CA's bundle stream until ctx ends, reconnecting
-// with backoff. Each attempt waits for the connection to be ready, so the
-// stream is back as soon as the CA is (not at the next retry of a loop
-// that polled a failed connection). onBundle runs for every bundle
-// received; onConnect runs each time the stream (re)connects, which tells
-// the caller the CA is back.
-func (c *Client) WatchBundle(ctx context.Context, onBundle func(*x509bundle.Bundle), onConnect func()) {
+// RunBundle follows the CA's bundle stream until ctx ends, reconnecting
+// with backoff, and returns nil then. Each attempt waits for the
+// connection to be ready, so the stream is back as soon as the CA is (not
+// at the next retry of a loop that polled a failed connection). onBundle
+// runs for every bundle received; onConnect runs each time the stream
+// (re)connects, which tells the caller the CA is back.
+func (c *Client) RunBundle(ctx context.Context, onBundle func(*x509bundle.Bundle), onConnect func()) error {
 	failures := 0
-	for ctx.Err() == nil {
-		stream, err := c.api.WatchBundle(ctx, &cav1.WatchBundleRequest{}, grpc.WaitForReady(true))
-		if err == nil {
-			first := true
-			for {
-				resp, rerr := stream.Recv()
-				if rerr != nil {
-					err = rerr
-					break
-				}
-				if first {
-					first, failures = false, 0
-					if onConnect != nil {
-						onConnect()
-					}
-				}
-				b, berr := bundleFromProto(resp.GetBundle())
-				if berr == nil && b.TrustDomain() != c.cfg.TrustDomain {
-					// It would replace the roots the CA is checked against.
-					berr = fmt.Errorf("bundle of trust domain %s, want %s", b.TrustDomain(), c.cfg.TrustDomain)
-				}
-				if berr != nil {
-					c.cfg.Logger.Warn("bad bundle from CA", "error", berr)
-					continue
-				}
-				c.bundle.Store(b)
-				onBundle(b)
+	for {
+		err := c.followBundle(ctx, onBundle, func() {
+			failures = 0
+			if onConnect != nil {
+				onConnect()
 			}
-		}
+		})
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		failures++
 		c.cfg.Logger.Debug("bundle stream ended", "error", err, "failures", failures)
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(backoff.Exponential(failures, 500*time.Millisecond, c.cfg.ReconnectMaxDelay)):
+			return nil
+		case <-c.cfg.After(backoff.Exponential(failures, 500*time.Millisecond, c.cfg.ReconnectMaxDelay)):
 		}
 	}
 }
 
+// followBundle is one bundle stream, until it fails.
+func (c *Client) followBundle(ctx context.Context, onBundle func(*x509bundle.Bundle), onConnect func()) error {
+	stream, err := c.api.WatchBundle(ctx, &cav1.WatchBundleRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if first {
+			onConnect()
+		}
+		b, err := bundleFromProto(resp.GetBundle())
+		if err == nil && b.TrustDomain() != c.cfg.TrustDomain {
+			// It would replace the roots the CA is checked against.
+			err = fmt.Errorf("bundle of trust domain %s, want %s", b.TrustDomain(), c.cfg.TrustDomain)
+		}
+		if err != nil {
+			c.cfg.Logger.Warn("bad bundle from CA", "error", err)
+			continue
+		}
+		c.bundle.Store(b)
+		c.bundleSeq.Store(resp.GetBundle().GetSequence())
+		onBundle(b)
+	}
+}
+
 // RunAgentSVID renews the agent SVID at half-life ± 10 % (and at once when
-// it has expired), retrying with backoff, until ctx ends. An SVID present
-// when it starts counts as just received (Attest was called before).
+// it has expired), retrying with backoff, until ctx ends; it returns nil
+// then. An SVID present when it starts counts as just received (Attest was
+// called before). The deadline is a wall-clock time re-checked at least
+// every wallCheck, so an agent waking from a suspend renews at once.
 //
 // Refusals back off up to a minute. A CA that cannot be reached
 // (Unavailable) is tried again at least every ReconnectMaxDelay, as the
 // connection is: an agent without a valid SVID (started during an outage,
 // or whose SVID expired in one) can do nothing until it attests, and must
 // find the CA within seconds of its return however long the outage was.
-func (c *Client) RunAgentSVID(ctx context.Context) {
+func (c *Client) RunAgentSVID(ctx context.Context) error {
 	failures := 0
-	limit := time.Minute  // backoff bound after the last failure
-	var renewAt time.Time // zero: attest now
+	var next time.Time // zero: attest now
 	if s := c.svid.Load(); s != nil {
-		renewAt = renewalTime(s.Certificates[0], c.cfg.Clock())
+		next = renewalTime(s.Certificates[0], c.cfg.Clock())
 	}
 	for {
-		wait := renewAt.Sub(c.cfg.Clock())
-		if failures > 0 {
-			wait = backoff.Exponential(failures, 500*time.Millisecond, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(max(wait, 0)):
-		}
-		if err := c.Attest(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
+		if wait := next.Sub(c.cfg.Clock()); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.cfg.After(min(wait, wallCheck)):
 			}
+			continue
+		}
+		err := c.Attest(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			failures++
-			limit = time.Minute
+			limit := time.Minute
 			if status.Code(err) == codes.Unavailable {
 				limit = min(limit, c.cfg.ReconnectMaxDelay)
 			}
+			next = c.cfg.Clock().Add(backoff.Exponential(failures, 500*time.Millisecond, limit))
 			c.cfg.Logger.Warn("renew agent SVID", "error", err, "failures", failures)
 			continue
 		}
 		failures = 0
 		// From receipt, not NotBefore: the CA backdates it for clock skew.
-		renewAt = renewalTime(c.svid.Load().Certificates[0], c.cfg.Clock())
+		next = renewalTime(c.svid.Load().Certificates[0], c.cfg.Clock())
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/catest"
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
 
@@ -36,17 +39,18 @@ var agentSubject = ca.Subject{Cluster: "c1", NodeName: "node-1", Namespace: "lan
 // fakeCA is a small CAService on the real issuing pipeline.
 type fakeCA struct {
 	cav1.UnimplementedCAServiceServer
-	tca    *testCA
+	tca    *catest.CA
 	signer *fakeSigner
 
 	mu      sync.Mutex
 	attests int
-	peers   []spiffeid.ID // mTLS peers of BatchSignSVIDs
+	peers   []spiffeid.ID      // mTLS peers of BatchSignSVIDs
+	states  []*cav1.AgentState // what the agent reported, per call
 	bundle  *cav1.Bundle
 	changed chan struct{}
 }
 
-func newFakeCA(tca *testCA) *fakeCA {
+func newFakeCA(tca *catest.CA) *fakeCA {
 	return &fakeCA{
 		tca: tca, signer: newFakeSigner(tca, testTokens), changed: make(chan struct{}),
 		bundle: bundleProtoOf(tca.Bundle()),
@@ -64,6 +68,7 @@ func bundleProtoOf(b *x509bundle.Bundle) *cav1.Bundle {
 func (f *fakeCA) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
 	f.mu.Lock()
 	f.attests++
+	f.states = append(f.states, req.GetAgentState())
 	b := f.bundle
 	f.mu.Unlock()
 	if req.GetToken() != agentToken {
@@ -91,6 +96,7 @@ func (f *fakeCA) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDsReq
 	}
 	f.mu.Lock()
 	f.peers = append(f.peers, id)
+	f.states = append(f.states, req.GetAgentState())
 	f.mu.Unlock()
 	results, err := f.signer.BatchSign(ctx, req.GetRequests())
 	if err != nil {
@@ -171,7 +177,7 @@ func tlsCert(key *ecdsa.PrivateKey, chain []*x509.Certificate) tls.Certificate {
 }
 
 // servingCert is the CA's serving certificate: spiffe://<td>/lanyard/ca.
-func servingCert(t *testing.T, tca *testCA) tls.Certificate {
+func servingCert(t *testing.T, tca *catest.CA) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -182,7 +188,7 @@ func servingCert(t *testing.T, tca *testCA) tls.Certificate {
 }
 
 // workloadCert is a valid SVID of the trust domain that is not the CA's.
-func workloadCert(t *testing.T, tca *testCA) tls.Certificate {
+func workloadCert(t *testing.T, tca *catest.CA) tls.Certificate {
 	t.Helper()
 	key, csr, err := newCSR(workloadID("shop", "api"))
 	require.NoError(t, err)
@@ -323,7 +329,7 @@ func TestClientWatchBundle(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.WatchBundle(ctx, func(b *x509bundle.Bundle) { bundles <- b }, func() { connects.Add(1) })
+		assert.NoError(t, c.RunBundle(ctx, func(b *x509bundle.Bundle) { bundles <- b }, func() { connects.Add(1) }))
 	}()
 	defer func() { cancel(); <-done }()
 	next := func() *x509bundle.Bundle {
@@ -378,7 +384,7 @@ func TestClientRunAgentSVIDRenews(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
 	defer func() { cancel(); <-done }()
 
 	require.Eventually(t, func() bool { return serialOf(c.AgentSVID()) != serialOf(first) }, 3*agentTTL, 10*time.Millisecond)
@@ -405,7 +411,7 @@ func TestClientRunAgentSVIDBacksOff(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
 	defer func() { cancel(); <-done }()
 	// Attested at once, then after two backoffs (≤ 0.5 s + ≤ 1 s).
 	require.Eventually(t, func() bool { return c.AgentSVID() != nil }, 5*time.Second, 10*time.Millisecond)
@@ -430,7 +436,7 @@ func TestClientRunAgentSVIDFindsReturningCA(t *testing.T) {
 	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) { cfg.ReconnectMaxDelay = reconnect; cfg.Logger = log })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.RunAgentSVID(ctx) }()
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
 	defer func() { cancel(); <-done }()
 
 	// Four failures: an uncapped backoff would now wait 2 to 4 s.
@@ -441,6 +447,37 @@ func TestClientRunAgentSVIDFindsReturningCA(t *testing.T) {
 	back := time.Now()
 	require.Eventually(t, func() bool { return c.AgentSVID() != nil }, 5*time.Second, 10*time.Millisecond)
 	require.Less(t, time.Since(back), reconnect+time.Second, "attested %s after the CA's return", time.Since(back))
+}
+
+// TestClientRunAgentSVIDRenewsAfterSuspend: the agent SVID's renewal is a
+// wall-clock deadline re-checked at least every wallCheck, so an agent
+// whose machine was suspended past the renewal time renews as soon as the
+// next check comes, not after the monotonic time that was left.
+func TestClientRunAgentSVIDRenewsAfterSuspend(t *testing.T) {
+	tca := newTestCA(t, nil, nil)
+	srv := newFakeCA(tca)
+	addr, _ := serveFakeCA(t, "127.0.0.1:0", servingCert(t, tca), tca.Bundle().X509Authorities(), srv)
+	clock := clocktest.New(time.Now())
+	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) { cfg.Clock, cfg.After = clock.Now, clock.After })
+	require.NoError(t, c.Attest(context.Background()))
+	first := c.AgentSVID()
+	life := first.Certificates[0].NotAfter.Sub(clock.Now())
+
+	waiting := clock.Waiters()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); assert.NoError(t, c.RunAgentSVID(ctx)) }()
+	defer func() { cancel(); <-done }()
+	<-waiting
+	next, ok := clock.Next()
+	require.True(t, ok)
+	require.LessOrEqual(t, next, wallCheck, "the deadline is re-checked at least every %s", wallCheck)
+
+	clock.Jump(life * 3 / 4) // suspended past the half-life, not past expiry
+	clock.Advance(next)
+	require.Eventually(t, func() bool { return serialOf(c.AgentSVID()) != serialOf(first) }, 10*time.Second, 10*time.Millisecond)
+	attests, _ := srv.counts()
+	require.Equal(t, 2, attests)
 }
 
 func TestNewClientValidates(t *testing.T) {
@@ -455,4 +492,33 @@ func TestNewClientValidates(t *testing.T) {
 		_, err := NewClient(cfg)
 		require.Error(t, err)
 	}
+}
+
+func TestClientReportsWhatItHolds(t *testing.T) {
+	tca := newTestCA(t, nil, nil)
+	srv := newFakeCA(tca)
+	srv.bundle.Sequence = 5
+	addr, _ := serveFakeCA(t, "127.0.0.1:0", servingCert(t, tca), tca.Bundle().X509Authorities(), srv)
+	c := newTestClient(t, addr, tca.Bundle(), nil, func(cfg *ClientConfig) {
+		cfg.ReconnectMaxDelay = 0
+		cfg.Workloads = func() int { return 7 }
+	})
+	ctx := context.Background()
+	require.NoError(t, c.Attest(ctx))
+	require.EqualValues(t, 5, c.BundleSequence(), "the sequence of the bundle in the attestation answer")
+	_, csr, err := newCSR(workloadID("shop", "api"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := c.BatchSign(ctx, []*cav1.SVIDRequest{{Id: "0", Csr: csr,
+			Caller: &cav1.SVIDRequest_Attested{Attested: &cav1.AttestedWorkload{Attestor: "unix", Namespace: "shop", ServiceAccount: "api"}}}})
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	require.GreaterOrEqual(t, len(srv.states), 2)
+	require.EqualValues(t, 0, srv.states[0].GetBundleSequence(), "attesting, it holds only the bootstrap bundle")
+	require.EqualValues(t, 7, srv.states[0].GetWorkloads())
+	last := srv.states[len(srv.states)-1]
+	require.EqualValues(t, 5, last.GetBundleSequence())
+	require.EqualValues(t, 7, last.GetWorkloads())
 }

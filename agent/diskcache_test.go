@@ -12,15 +12,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+
+	"github.com/lanyard-id/lanyard/ca/catest"
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 )
 
 // writeTestCache runs a manager with a cache file until it holds SVIDs for
 // ws, stops it and returns the file's path and the SVIDs' serials.
-func writeTestCache(t *testing.T, c *testCA, ws ...Workload) (string, []string) {
+func writeTestCache(t *testing.T, c *catest.CA, ws ...Workload) (string, []string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state", "svids.json")
 	m, err := NewManager(ManagerConfig{Signer: newFakeSigner(c, testTokens), TrustDomain: testTD, TTL: time.Hour, CacheFile: path})
@@ -109,26 +113,29 @@ func TestDiskCacheServesAtOnceDuringOutage(t *testing.T) {
 }
 
 func TestDiskCacheRenewsRestoredSVIDWhenCABack(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	api := attestedWorkload("shop", "api")
-	path, serials := writeTestCache(t, c, api)
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		api := attestedWorkload("shop", "api")
+		path, serials := writeTestCache(t, c, api)
 
-	clock := &testClock{}
-	signer := newFakeSigner(c, nil)
-	m, err := NewManager(ManagerConfig{Signer: signer, TrustDomain: testTD, TTL: time.Hour, CacheFile: path, Clock: clock.Now})
-	require.NoError(t, err)
-	startManager(t, m)
-	sub, err := m.Subscribe(context.Background(), api)
-	require.NoError(t, err)
-	defer sub.Close()
-	first := waitSVID(t, sub, nil, time.Second)
-	require.Equal(t, serials[0], serialOf(first))
-	require.Zero(t, signer.numCalls(), "a fresh cached SVID is not renewed early")
+		clock := clocktest.New(time.Now())
+		signer := newFakeSigner(c, nil)
+		m, err := NewManager(ManagerConfig{Signer: signer, TrustDomain: testTD, TTL: time.Hour, CacheFile: path, Clock: clock.Now, After: clock.After})
+		require.NoError(t, err)
+		startManager(t, m)
+		sub, err := m.Subscribe(context.Background(), api)
+		require.NoError(t, err)
+		defer sub.Close()
+		passTime(clock, m.cfg.BatchWindow)
+		first := waitSVID(t, sub, nil, time.Second)
+		require.Equal(t, serials[0], serialOf(first))
+		require.Zero(t, signer.numCalls(), "a fresh cached SVID is not renewed early")
 
-	clock.Advance(40 * time.Minute)
-	m.wake()
-	second := waitSVID(t, sub, first, 5*time.Second)
-	requireValidSVID(t, second, api.ID, m.Bundles(), clock.Now())
+		clock.Advance(40 * time.Minute)
+		synctest.Wait()
+		second := waitSVID(t, sub, first, 5*time.Second)
+		requireValidSVID(t, second, api.ID, m.Bundles(), clock.Now())
+	})
 }
 
 // editCacheFile rewrites the cache file's envelope.
@@ -234,7 +241,7 @@ func TestDiskCacheCorruptIsDiscarded(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "svids.json")
 			require.NoError(t, os.WriteFile(path, srcData, 0o600))
 			tt.edit(t, path)
-			clock := &testClock{}
+			clock := clocktest.New(time.Now())
 			clock.Advance(tt.advance)
 			down := newFakeSigner(c, nil)
 			down.failRPC(codes.Unavailable)

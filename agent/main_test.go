@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -22,9 +22,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lanyard-id/lanyard/ca"
-	"github.com/lanyard-id/lanyard/ca/upstream"
+	"github.com/lanyard-id/lanyard/ca/catest"
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
-	"github.com/lanyard-id/lanyard/storage"
 )
 
 func TestMain(m *testing.M) {
@@ -33,63 +33,28 @@ func TestMain(m *testing.M) {
 
 var testTD = spiffeid.RequireTrustDomainFromString("cluster.local")
 
-// testClock is real time plus an offset that tests move forward, so that a
-// test can jump to an SVID's half-life or expiry without sleeping while
-// timers still run.
-type testClock struct{ off atomic.Int64 }
-
-func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
-
-// memRecorder is the store stand-in: it keeps every record in memory.
-type memRecorder struct {
-	mu   sync.Mutex
-	recs map[string]storage.CertificateRecord
-}
-
-func (r *memRecorder) Record(_ context.Context, rec storage.CertificateRecord) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.recs == nil {
-		r.recs = map[string]storage.CertificateRecord{}
+// passTime moves clock forward by d one due timer at a time, letting the
+// code under test (in the test's synctest bubble) run to a standstill after
+// each step, so that a test sees every wake-up the code asked for.
+func passTime(clock *clocktest.Clock, d time.Duration) {
+	synctest.Wait()
+	for d > 0 {
+		next, ok := clock.Next()
+		if !ok || next > d {
+			clock.Advance(d)
+			synctest.Wait()
+			return
+		}
+		clock.Advance(next)
+		d -= next
+		synctest.Wait()
 	}
-	r.recs[rec.Serial] = rec
-	return nil
 }
 
-func (r *memRecorder) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.recs)
-}
-
-// testCA is the real issuing pipeline on a self-signed root in a temp dir.
-type testCA struct {
-	CA        *ca.CA
-	Authority *ca.Authority
-	Rec       *memRecorder
-}
-
-func newTestCA(t testing.TB, clock func() time.Time, mod func(*ca.Config)) *testCA {
+// newTestCA is the shared test CA (ca/catest) for testTD.
+func newTestCA(t testing.TB, clock func() time.Time, mod func(*ca.Config)) *catest.CA {
 	t.Helper()
-	root, err := upstream.NewSelfSigned(upstream.SelfSignedConfig{Dir: t.TempDir(), TrustDomain: testTD.Name()})
-	require.NoError(t, err)
-	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: testTD, Upstream: root, Name: "test"})
-	require.NoError(t, err)
-	require.NoError(t, auth.Prepare(context.Background()))
-	rec := &memRecorder{}
-	cfg := ca.Config{TrustDomain: testTD, Keys: auth, Recorder: rec, Clock: clock}
-	if mod != nil {
-		mod(&cfg)
-	}
-	c, err := ca.New(cfg)
-	require.NoError(t, err)
-	return &testCA{CA: c, Authority: auth, Rec: rec}
-}
-
-// Bundle is the CA's trust bundle.
-func (c *testCA) Bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(testTD, c.Authority.Bundle().Roots)
+	return catest.New(t, catest.Options{TrustDomain: testTD, Clock: clock, Config: mod})
 }
 
 // fakeSigner is a Signer on the real issuing pipeline. Attested callers get
@@ -97,7 +62,7 @@ func (c *testCA) Bundle() *x509bundle.Bundle {
 // table (an unknown token is Unauthenticated, as at the real CA). It can
 // fail the whole call or single entries, and counts calls.
 type fakeSigner struct {
-	ca     *testCA
+	ca     *catest.CA
 	tokens map[string]ca.Subject // read-only after construction
 
 	mu         sync.Mutex
@@ -107,7 +72,7 @@ type fakeSigner struct {
 	ids        [][]string            // SPIFFE IDs asked for, per call
 }
 
-func newFakeSigner(c *testCA, tokens map[string]ca.Subject) *fakeSigner {
+func newFakeSigner(c *catest.CA, tokens map[string]ca.Subject) *fakeSigner {
 	return &fakeSigner{ca: c, tokens: tokens, entryCodes: map[string]codes.Code{}}
 }
 
@@ -247,7 +212,7 @@ func startManager(t testing.TB, m *Manager) (stop func()) {
 
 // newTestManager builds a Manager on signer with the CA's bundle set, and
 // runs it.
-func newTestManager(t testing.TB, c *testCA, signer Signer, mod func(*ManagerConfig)) *Manager {
+func newTestManager(t testing.TB, c *catest.CA, signer Signer, mod func(*ManagerConfig)) *Manager {
 	t.Helper()
 	cfg := ManagerConfig{Signer: signer, TrustDomain: testTD}
 	if mod != nil {

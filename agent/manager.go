@@ -48,8 +48,13 @@ type ManagerConfig struct {
 	// agent serves still-valid ones at once during a CA outage.
 	CacheFile string
 	Metrics   *Metrics
-	Clock     func() time.Time
-	Logger    *slog.Logger
+	// Clock is the wall clock renewals are scheduled on (default: the
+	// wall clock without monotonic reading, so that a suspended machine
+	// renews as soon as it wakes). After waits as time.After does (the
+	// default); tests inject both to drive Run without sleeping.
+	Clock  func() time.Time
+	After  func(time.Duration) <-chan time.Time
+	Logger *slog.Logger
 }
 
 // Manager holds the workloads' SVIDs: it fetches them on first
@@ -97,7 +102,10 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = time.Now
+		cfg.Clock = wallNow
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -149,8 +157,18 @@ func (m *Manager) CAReachable() {
 	m.wake()
 }
 
-// Subscribe returns a live view of w's SVID, fetching it if needed.
-func (m *Manager) Subscribe(_ context.Context, w Workload) (Subscription, error) {
+// Workloads is how many workload identities the manager serves: cached
+// SVIDs and those being fetched (the agent reports it to the CA on each
+// call, so the first request for a workload already counts it).
+func (m *Manager) Workloads() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}
+
+// Subscribe returns a live view of w's SVID, fetching it if needed. The
+// subscription ends when ctx does, or at Close, whichever comes first.
+func (m *Manager) Subscribe(ctx context.Context, w Workload) (Subscription, error) {
 	if w.ID.IsZero() || (w.Token == "") == (w.Attested == nil) {
 		return nil, fmt.Errorf("%w: workload needs an ID and exactly one credential", ErrNotIdentified)
 	}
@@ -171,6 +189,7 @@ func (m *Manager) Subscribe(_ context.Context, w Workload) (Subscription, error)
 	}
 	e.subs[s] = struct{}{}
 	s.e = e
+	s.stop = context.AfterFunc(ctx, s.Close)
 	m.mu.Unlock()
 	s.notify()
 	m.wake()
@@ -196,35 +215,29 @@ func (m *Manager) wake() {
 	}
 }
 
-// Run renews due SVIDs in batches until ctx ends.
+// Run renews due SVIDs in batches until ctx ends. Deadlines are on the
+// wall clock and re-checked at least every wallCheck.
 func (m *Manager) Run(ctx context.Context) error {
 	sem := make(chan struct{}, m.cfg.MaxInFlight)
 	var wg sync.WaitGroup
 	// Last, once the batches in flight are done: keep what they brought.
 	defer m.persist()
 	defer wg.Wait()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
 	for {
 		next := m.schedule(ctx, sem, &wg)
 		m.persist()
 		m.updateGauges()
-		timer := time.NewTimer(max(next, m.cfg.BatchWindow))
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return nil
 		case <-m.kick:
 			// Give concurrent subscribers a moment to join the batch.
-			timer.Stop()
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(m.cfg.BatchWindow):
+			case <-m.cfg.After(m.cfg.BatchWindow):
 			}
-		case <-timer.C:
-		case <-tick.C:
-			timer.Stop()
+		case <-m.cfg.After(min(max(next, m.cfg.BatchWindow), wallCheck)):
 		}
 	}
 }

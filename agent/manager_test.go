@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
 )
 
@@ -40,113 +42,121 @@ func TestManagerSubscribeServesVerifiedSVID(t *testing.T) {
 		{"token", tokenWorkload("token-db", "shop", "db")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newTestCA(t, nil, nil)
-			signer := newFakeSigner(c, testTokens)
-			m := newTestManager(t, c, signer, nil)
+			synctest.Test(t, func(t *testing.T) {
+				c := newTestCA(t, nil, nil)
+				signer := newFakeSigner(c, testTokens)
+				m := newTestManager(t, c, signer, nil)
 
-			sub, err := m.Subscribe(context.Background(), tt.w)
-			require.NoError(t, err)
-			defer sub.Close()
-			select {
-			case <-sub.Updates():
-			case <-time.After(5 * time.Second):
-				t.Fatal("Updates did not fire")
-			}
-			s := waitSVID(t, sub, nil, 5*time.Second)
-			requireValidSVID(t, s, tt.w.ID, sub.Bundles(), time.Now())
-			require.Equal(t, 1, c.Rec.len(), "the SVID served is the one recorded")
-			_, ok := sub.Bundles().Get(testTD)
-			require.True(t, ok)
+				sub, err := m.Subscribe(context.Background(), tt.w)
+				require.NoError(t, err)
+				defer sub.Close()
+				select {
+				case <-sub.Updates():
+				case <-time.After(5 * time.Second):
+					t.Fatal("Updates did not fire")
+				}
+				s := waitSVID(t, sub, nil, 5*time.Second)
+				requireValidSVID(t, s, tt.w.ID, sub.Bundles(), time.Now())
+				require.Equal(t, 1, c.Recorder.Len(), "the SVID served is the one recorded")
+				_, ok := sub.Bundles().Get(testTD)
+				require.True(t, ok)
+			})
 		})
 	}
 }
 
 func TestManagerBatchesConcurrentSubscribes(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, nil)
-	m := newTestManager(t, c, signer, nil)
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, nil)
+		m := newTestManager(t, c, signer, nil)
 
-	const n = 100
-	subs := make([]Subscription, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			sub, err := m.Subscribe(context.Background(), attestedWorkload("batch", fmt.Sprintf("sa-%d", i)))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			subs[i] = sub
-		})
-	}
-	close(start)
-	wg.Wait()
-	for i, sub := range subs {
-		require.NotNil(t, sub)
-		s := waitSVID(t, sub, nil, 10*time.Second)
-		requireValidSVID(t, s, workloadID("batch", fmt.Sprintf("sa-%d", i)), m.Bundles(), time.Now())
-		sub.Close()
-	}
-	sizes := signer.callSizes()
-	t.Logf("batch sizes: %v", sizes)
-	total := 0
-	for _, s := range sizes {
-		total += s
-	}
-	require.Equal(t, n, total, "every entry is asked for exactly once: %v", sizes)
-	require.LessOrEqual(t, len(sizes), 10, "batch sizes %v", sizes)
+		const n = 100
+		subs := make([]Subscription, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				sub, err := m.Subscribe(context.Background(), attestedWorkload("batch", fmt.Sprintf("sa-%d", i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				subs[i] = sub
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, sub := range subs {
+			require.NotNil(t, sub)
+			s := waitSVID(t, sub, nil, 10*time.Second)
+			requireValidSVID(t, s, workloadID("batch", fmt.Sprintf("sa-%d", i)), m.Bundles(), time.Now())
+			sub.Close()
+		}
+		sizes := signer.callSizes()
+		t.Logf("batch sizes: %v", sizes)
+		total := 0
+		for _, s := range sizes {
+			total += s
+		}
+		require.Equal(t, n, total, "every entry is asked for exactly once: %v", sizes)
+		require.LessOrEqual(t, len(sizes), 10, "batch sizes %v", sizes)
+	})
 }
 
 func TestManagerRotatesAtHalfLife(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, nil)
-	reg := prometheus.NewRegistry()
-	metrics := NewMetrics(reg)
-	const ttl = 2 * time.Second
-	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = ttl; cfg.Metrics = metrics })
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, nil)
+		reg := prometheus.NewRegistry()
+		metrics := NewMetrics(reg)
+		const ttl = 2 * time.Second
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = ttl; cfg.Metrics = metrics })
 
-	w := attestedWorkload("shop", "api")
-	sub, err := m.Subscribe(context.Background(), w)
-	require.NoError(t, err)
-	defer sub.Close()
-	first := waitSVID(t, sub, nil, 5*time.Second)
-	got := time.Now()
-	left := first.Certificates[0].NotAfter.Sub(got) // X.509 times are whole seconds
+		w := attestedWorkload("shop", "api")
+		sub, err := m.Subscribe(context.Background(), w)
+		require.NoError(t, err)
+		defer sub.Close()
+		first := waitSVID(t, sub, nil, 5*time.Second)
+		got := time.Now()
+		left := first.Certificates[0].NotAfter.Sub(got) // X.509 times are whole seconds
 
-	second := waitSVID(t, sub, first, 3*ttl)
-	renewedAfter := time.Since(got)
-	requireValidSVID(t, second, w.ID, m.Bundles(), time.Now())
-	require.NotEqual(t, serialOf(first), serialOf(second))
-	require.False(t, first.PrivateKey.Public().(*ecdsa.PublicKey).Equal(second.PrivateKey.Public()), "a rotation makes a new key")
-	// Half of the time the SVID had left, ± 10 %, with slack for a slow
-	// machine (the bug this guards against renewed within milliseconds).
-	require.GreaterOrEqual(t, renewedAfter, left*25/100, "renewed long before half-life")
-	require.Less(t, renewedAfter, left, "not renewed before expiry")
-	require.GreaterOrEqual(t, testutil.ToFloat64(metrics.Rotations), 2.0)
-	require.LessOrEqual(t, signer.numCalls(), 3, "no renewal loop")
+		second := waitSVID(t, sub, first, 3*ttl)
+		renewedAfter := time.Since(got)
+		requireValidSVID(t, second, w.ID, m.Bundles(), time.Now())
+		require.NotEqual(t, serialOf(first), serialOf(second))
+		require.False(t, first.PrivateKey.Public().(*ecdsa.PublicKey).Equal(second.PrivateKey.Public()), "a rotation makes a new key")
+		// Half of the time the SVID had left, ± 10 %, with slack for a slow
+		// machine (the bug this guards against renewed within milliseconds).
+		require.GreaterOrEqual(t, renewedAfter, left*25/100, "renewed long before half-life")
+		require.Less(t, renewedAfter, left, "not renewed before expiry")
+		require.GreaterOrEqual(t, testutil.ToFloat64(metrics.Rotations), 2.0)
+		require.LessOrEqual(t, signer.numCalls(), 3, "no renewal loop")
+	})
 }
 
 func TestManagerRenewalScheduledAtHalfOfRemainingLife(t *testing.T) {
-	// The CA backdates NotBefore by 10 s for clock skew; a 20 s SVID must
-	// still be renewed after about 10 s, not at once.
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, nil)
-	const ttl = 20 * time.Second
-	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = ttl })
+	synctest.Test(t, func(t *testing.T) {
+		// The CA backdates NotBefore by 10 s for clock skew; a 20 s SVID must
+		// still be renewed after about 10 s, not at once.
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, nil)
+		const ttl = 20 * time.Second
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = ttl })
 
-	w := attestedWorkload("shop", "api")
-	sub, err := m.Subscribe(context.Background(), w)
-	require.NoError(t, err)
-	defer sub.Close()
-	s := waitSVID(t, sub, nil, 5*time.Second)
-	require.Less(t, s.Certificates[0].NotBefore, time.Now().Add(-5*time.Second), "the CA backdates NotBefore")
-	e, ok := entryOf(m, w)
-	require.True(t, ok)
-	wait := time.Until(e.renewAt)
-	require.Greater(t, wait, ttl*40/100, "renewal at %s from now", wait)
-	require.Less(t, wait, ttl*56/100, "renewal at %s from now", wait)
+		w := attestedWorkload("shop", "api")
+		sub, err := m.Subscribe(context.Background(), w)
+		require.NoError(t, err)
+		defer sub.Close()
+		s := waitSVID(t, sub, nil, 5*time.Second)
+		require.Less(t, s.Certificates[0].NotBefore, time.Now().Add(-5*time.Second), "the CA backdates NotBefore")
+		e, ok := entryOf(m, w)
+		require.True(t, ok)
+		wait := time.Until(e.renewAt)
+		require.Greater(t, wait, ttl*40/100, "renewal at %s from now", wait)
+		require.Less(t, wait, ttl*56/100, "renewal at %s from now", wait)
+	})
 }
 
 func TestRenewalTimeJitter(t *testing.T) {
@@ -195,68 +205,109 @@ func TestRenewalTimeJitter(t *testing.T) {
 func TestManagerKeepsServingThroughOutage(t *testing.T) {
 	for _, code := range []codes.Code{codes.Unavailable, codes.ResourceExhausted} {
 		t.Run(code.String(), func(t *testing.T) {
-			clock := &testClock{}
-			c := newTestCA(t, clock.Now, nil)
-			signer := newFakeSigner(c, nil)
-			reg := prometheus.NewRegistry()
-			metrics := NewMetrics(reg)
-			m := newTestManager(t, c, signer, func(cfg *ManagerConfig) {
-				cfg.TTL, cfg.Clock, cfg.Metrics = time.Hour, clock.Now, metrics
+			synctest.Test(t, func(t *testing.T) {
+				clock := clocktest.New(time.Now())
+				c := newTestCA(t, clock.Now, nil)
+				signer := newFakeSigner(c, nil)
+				reg := prometheus.NewRegistry()
+				metrics := NewMetrics(reg)
+				m := newTestManager(t, c, signer, func(cfg *ManagerConfig) {
+					cfg.TTL, cfg.Clock, cfg.After, cfg.Metrics = time.Hour, clock.Now, clock.After, metrics
+				})
+				w := attestedWorkload("shop", "api")
+				sub, err := m.Subscribe(context.Background(), w)
+				require.NoError(t, err)
+				defer sub.Close()
+				passTime(clock, m.cfg.BatchWindow)
+				first := waitSVID(t, sub, nil, 5*time.Second)
+				require.Equal(t, 1, signer.numCalls())
+
+				// The CA goes away; the SVID passes its half-life.
+				signer.failRPC(code)
+				clock.Advance(35 * time.Minute)
+				synctest.Wait()
+				require.Equal(t, 2, signer.numCalls())
+
+				// Retries back off (≥ 250 ms, then ≥ 500 ms): over half a
+				// second, at most two more calls.
+				passTime(clock, 500*time.Millisecond)
+				require.LessOrEqual(t, signer.numCalls(), 4, "retry loop")
+				s, err := sub.SVID()
+				require.NoError(t, err)
+				require.Equal(t, serialOf(first), serialOf(s), "the cached SVID is still served")
+
+				// Drive more failures (each step is past the longest backoff)
+				// until the backoff is long.
+				for m.failures(w) < 7 {
+					n := signer.numCalls()
+					clock.Advance(time.Minute)
+					synctest.Wait()
+					require.Greater(t, signer.numCalls(), n)
+				}
+				e, _ := entryOf(m, w)
+				require.False(t, e.inFlight)
+				require.Greater(t, e.renewAt.Sub(clock.Now()), 10*time.Second, "backoff grows")
+				require.Less(t, e.renewAt.Sub(clock.Now()), time.Minute+time.Second, "backoff is bounded")
+				s, err = sub.SVID()
+				require.NoError(t, err)
+				require.Equal(t, serialOf(first), serialOf(s), "the cached SVID is still served")
+				require.GreaterOrEqual(t, testutil.ToFloat64(metrics.RenewFailures.WithLabelValues(code.String())), 7.0)
+
+				// The CA is back: the renewal happens at once, not after the backoff.
+				signer.failRPC(codes.OK)
+				m.CAReachable()
+				passTime(clock, m.cfg.BatchWindow)
+				second := waitSVID(t, sub, first, time.Second)
+				requireValidSVID(t, second, w.ID, m.Bundles(), clock.Now())
+				e, _ = entryOf(m, w)
+				require.Zero(t, e.failures)
+
+				// A held SVID that expires during an outage is no longer served.
+				signer.failRPC(code)
+				clock.Advance(2 * time.Hour)
+				synctest.Wait()
+				s, err = sub.SVID()
+				require.NoError(t, err)
+				require.Nil(t, s, "an expired SVID is never served")
 			})
-			w := attestedWorkload("shop", "api")
-			sub, err := m.Subscribe(context.Background(), w)
-			require.NoError(t, err)
-			defer sub.Close()
-			first := waitSVID(t, sub, nil, 5*time.Second)
-			require.Equal(t, 1, signer.numCalls())
-
-			// The CA goes away; the SVID passes its half-life.
-			signer.failRPC(code)
-			clock.Advance(35 * time.Minute)
-			m.wake()
-			require.Eventually(t, func() bool { return signer.numCalls() == 2 }, 5*time.Second, 5*time.Millisecond)
-
-			// Retries back off (≥ 250 ms, then ≥ 500 ms): over half a
-			// second, at most two more calls.
-			time.Sleep(500 * time.Millisecond)
-			require.LessOrEqual(t, signer.numCalls(), 4, "retry loop")
-			s, err := sub.SVID()
-			require.NoError(t, err)
-			require.Equal(t, serialOf(first), serialOf(s), "the cached SVID is still served")
-
-			// Drive more failures (each jump is past the longest backoff)
-			// until the backoff is long.
-			for m.failures(w) < 7 {
-				n := signer.numCalls()
-				clock.Advance(time.Minute)
-				m.wake()
-				require.Eventually(t, func() bool { return signer.numCalls() > n }, 5*time.Second, 5*time.Millisecond)
-				require.Eventually(t, func() bool { e, _ := entryOf(m, w); return !e.inFlight }, 5*time.Second, 5*time.Millisecond)
-			}
-			e, _ := entryOf(m, w)
-			require.Greater(t, e.renewAt.Sub(clock.Now()), 10*time.Second, "backoff grows")
-			require.Less(t, e.renewAt.Sub(clock.Now()), time.Minute+time.Second, "backoff is bounded")
-			s, err = sub.SVID()
-			require.NoError(t, err)
-			require.Equal(t, serialOf(first), serialOf(s), "the cached SVID is still served")
-			require.GreaterOrEqual(t, testutil.ToFloat64(metrics.RenewFailures.WithLabelValues(code.String())), 7.0)
-
-			// The CA is back: the renewal happens at once, not after the backoff.
-			signer.failRPC(codes.OK)
-			m.CAReachable()
-			second := waitSVID(t, sub, first, time.Second)
-			requireValidSVID(t, second, w.ID, m.Bundles(), clock.Now())
-			e, _ = entryOf(m, w)
-			require.Zero(t, e.failures)
-
-			// A held SVID that expires during an outage is no longer served.
-			signer.failRPC(code)
-			clock.Advance(2 * time.Hour)
-			s, err = sub.SVID()
-			require.NoError(t, err)
-			require.Nil(t, s, "an expired SVID is never served")
 		})
 	}
+}
+
+// TestManagerRenewsAfterSuspend: renewals are scheduled on the wall clock.
+// A machine suspended past an SVID's expiry (the wall clock jumps, the
+// monotonic timers do not fire) renews within wallCheck of waking, not
+// after the monotonic time that was left.
+func TestManagerRenewsAfterSuspend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := clocktest.New(time.Now())
+		c := newTestCA(t, clock.Now, nil)
+		signer := newFakeSigner(c, nil)
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) {
+			cfg.TTL, cfg.Clock, cfg.After = time.Hour, clock.Now, clock.After
+		})
+		w := attestedWorkload("shop", "api")
+		sub, err := m.Subscribe(context.Background(), w)
+		require.NoError(t, err)
+		defer sub.Close()
+		passTime(clock, m.cfg.BatchWindow)
+		first := waitSVID(t, sub, nil, 5*time.Second)
+
+		next, ok := clock.Next()
+		require.True(t, ok)
+		require.LessOrEqual(t, next, wallCheck, "the manager re-checks its deadlines at least every %s", wallCheck)
+		clock.Jump(2 * time.Hour) // suspended past the SVID's expiry
+		s, err := sub.SVID()
+		require.NoError(t, err)
+		require.Nil(t, s, "the expired SVID is not served")
+
+		clock.Advance(next)
+		synctest.Wait()
+		passTime(clock, m.cfg.BatchWindow)
+		second := waitSVID(t, sub, first, time.Second)
+		requireValidSVID(t, second, w.ID, m.Bundles(), clock.Now())
+		require.Equal(t, 2, signer.numCalls())
+	})
 }
 
 func (m *Manager) failures(w Workload) int {
@@ -276,114 +327,124 @@ func TestManagerDeniedNewWorkload(t *testing.T) {
 		{"invalid argument", attestedWorkload("shop", "api"), func(f *fakeSigner) { f.failEntries("*", codes.InvalidArgument) }, codes.InvalidArgument},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newTestCA(t, nil, nil)
-			signer := newFakeSigner(c, testTokens)
-			tt.setup(signer)
-			m := newTestManager(t, c, signer, nil)
-			sub, err := m.Subscribe(context.Background(), tt.w)
-			require.NoError(t, err)
-			defer sub.Close()
+			synctest.Test(t, func(t *testing.T) {
+				clock := clocktest.New(time.Now())
+				c := newTestCA(t, clock.Now, nil)
+				signer := newFakeSigner(c, testTokens)
+				tt.setup(signer)
+				m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.Clock, cfg.After = clock.Now, clock.After })
+				sub, err := m.Subscribe(context.Background(), tt.w)
+				require.NoError(t, err)
+				defer sub.Close()
+				passTime(clock, m.cfg.BatchWindow)
 
-			deadline := time.After(5 * time.Second)
-			for {
-				s, err := sub.SVID()
-				if err != nil {
+				deadline := time.After(5 * time.Second)
+				for {
+					s, err := sub.SVID()
+					if err != nil {
+						require.Nil(t, s)
+						require.ErrorIs(t, err, ErrDenied)
+						require.Contains(t, err.Error(), tt.code.String())
+						break
+					}
 					require.Nil(t, s)
-					require.ErrorIs(t, err, ErrDenied)
-					require.Contains(t, err.Error(), tt.code.String())
-					break
+					select {
+					case <-sub.Updates():
+					case <-deadline:
+						t.Fatal("no refusal reported")
+					}
 				}
-				require.Nil(t, s)
-				select {
-				case <-sub.Updates():
-				case <-deadline:
-					t.Fatal("no refusal reported")
-				}
-			}
-			// Refusals are retried slowly: nothing within the next moments.
-			e, _ := entryOf(m, tt.w)
-			require.Greater(t, time.Until(e.renewAt), 3*time.Second)
-			time.Sleep(300 * time.Millisecond)
-			require.Equal(t, 1, signer.numCalls())
+				// Refusals are retried slowly: nothing within the next moments.
+				e, _ := entryOf(m, tt.w)
+				require.Greater(t, e.renewAt.Sub(clock.Now()), 3*time.Second)
+				passTime(clock, 3*time.Second)
+				require.Equal(t, 1, signer.numCalls())
 
-			// A new subscriber with the same credential sees the refusal too.
-			sub2, err := m.Subscribe(context.Background(), tt.w)
-			require.NoError(t, err)
-			defer sub2.Close()
-			_, err = sub2.SVID()
-			require.ErrorIs(t, err, ErrDenied)
+				// A new subscriber with the same credential sees the refusal too.
+				sub2, err := m.Subscribe(context.Background(), tt.w)
+				require.NoError(t, err)
+				defer sub2.Close()
+				_, err = sub2.SVID()
+				require.ErrorIs(t, err, ErrDenied)
+			})
 		})
 	}
 }
 
 func TestManagerDeniedRenewalKeepsValidSVID(t *testing.T) {
-	clock := &testClock{}
-	c := newTestCA(t, clock.Now, nil)
-	signer := newFakeSigner(c, nil)
-	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL, cfg.Clock = time.Hour, clock.Now })
-	w := attestedWorkload("shop", "api")
-	sub, err := m.Subscribe(context.Background(), w)
-	require.NoError(t, err)
-	defer sub.Close()
-	first := waitSVID(t, sub, nil, 5*time.Second)
-
-	signer.failEntries("shop/api", codes.PermissionDenied)
-	clock.Advance(40 * time.Minute)
-	m.wake()
-	require.Eventually(t, func() bool { return m.failures(w) == 1 }, 5*time.Second, 5*time.Millisecond)
-	s, err := sub.SVID()
-	require.NoError(t, err, "a still-valid SVID is served until it expires")
-	require.Equal(t, serialOf(first), serialOf(s))
-
-	clock.Advance(21 * time.Minute)
-	m.wake()
-	require.Eventually(t, func() bool { return m.failures(w) == 2 }, 5*time.Second, 5*time.Millisecond)
-	s, err = sub.SVID()
-	require.Nil(t, s)
-	require.ErrorIs(t, err, ErrDenied)
-
-	// An operator allows it again: the next (slow) retry serves it.
-	signer.failEntries("shop/api", codes.OK)
-	clock.Advance(2 * time.Minute)
-	m.wake()
-	require.Eventually(t, func() bool { s, err := sub.SVID(); return s != nil && err == nil }, 5*time.Second, 5*time.Millisecond)
-	s, _ = sub.SVID()
-	requireValidSVID(t, s, w.ID, m.Bundles(), clock.Now())
-}
-
-func TestManagerSameIDDifferentCredentials(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, testTokens)
-	m := newTestManager(t, c, signer, nil)
-
-	ws := []Workload{
-		tokenWorkload("token-web-1", "shop", "web"),
-		tokenWorkload("token-web-2", "shop", "web"),
-		attestedWorkload("shop", "web"),
-	}
-	var svids []*x509svid.SVID
-	for _, w := range ws {
+	synctest.Test(t, func(t *testing.T) {
+		clock := clocktest.New(time.Now())
+		c := newTestCA(t, clock.Now, nil)
+		signer := newFakeSigner(c, nil)
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL, cfg.Clock, cfg.After = time.Hour, clock.Now, clock.After })
+		w := attestedWorkload("shop", "api")
 		sub, err := m.Subscribe(context.Background(), w)
 		require.NoError(t, err)
 		defer sub.Close()
-		s := waitSVID(t, sub, nil, 5*time.Second)
-		requireValidSVID(t, s, w.ID, m.Bundles(), time.Now())
-		svids = append(svids, s)
-	}
-	for i := range svids {
-		for j := range i {
-			require.NotEqual(t, serialOf(svids[i]), serialOf(svids[j]))
-			require.False(t, svids[i].PrivateKey.Public().(*ecdsa.PublicKey).Equal(svids[j].PrivateKey.Public()),
-				"credentials %d and %d share a key", i, j)
+		passTime(clock, m.cfg.BatchWindow)
+		first := waitSVID(t, sub, nil, 5*time.Second)
+
+		signer.failEntries("shop/api", codes.PermissionDenied)
+		clock.Advance(40 * time.Minute)
+		synctest.Wait()
+		require.Equal(t, 1, m.failures(w))
+		s, err := sub.SVID()
+		require.NoError(t, err, "a still-valid SVID is served until it expires")
+		require.Equal(t, serialOf(first), serialOf(s))
+
+		clock.Advance(21 * time.Minute)
+		synctest.Wait()
+		require.Equal(t, 2, m.failures(w))
+		s, err = sub.SVID()
+		require.Nil(t, s)
+		require.ErrorIs(t, err, ErrDenied)
+
+		// An operator allows it again: the next (slow) retry serves it.
+		signer.failEntries("shop/api", codes.OK)
+		clock.Advance(2 * time.Minute)
+		synctest.Wait()
+		s, err = sub.SVID()
+		require.NoError(t, err)
+		require.NotNil(t, s)
+		requireValidSVID(t, s, w.ID, m.Bundles(), clock.Now())
+	})
+}
+
+func TestManagerSameIDDifferentCredentials(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, testTokens)
+		m := newTestManager(t, c, signer, nil)
+
+		ws := []Workload{
+			tokenWorkload("token-web-1", "shop", "web"),
+			tokenWorkload("token-web-2", "shop", "web"),
+			attestedWorkload("shop", "web"),
 		}
-	}
-	// The same token subscribing again shares its own entry, never another's.
-	again, err := m.Subscribe(context.Background(), ws[1])
-	require.NoError(t, err)
-	defer again.Close()
-	s, err := again.SVID()
-	require.NoError(t, err)
-	require.Equal(t, serialOf(svids[1]), serialOf(s))
+		var svids []*x509svid.SVID
+		for _, w := range ws {
+			sub, err := m.Subscribe(context.Background(), w)
+			require.NoError(t, err)
+			defer sub.Close()
+			s := waitSVID(t, sub, nil, 5*time.Second)
+			requireValidSVID(t, s, w.ID, m.Bundles(), time.Now())
+			svids = append(svids, s)
+		}
+		for i := range svids {
+			for j := range i {
+				require.NotEqual(t, serialOf(svids[i]), serialOf(svids[j]))
+				require.False(t, svids[i].PrivateKey.Public().(*ecdsa.PublicKey).Equal(svids[j].PrivateKey.Public()),
+					"credentials %d and %d share a key", i, j)
+			}
+		}
+		// The same token subscribing again shares its own entry, never another's.
+		again, err := m.Subscribe(context.Background(), ws[1])
+		require.NoError(t, err)
+		defer again.Close()
+		s, err := again.SVID()
+		require.NoError(t, err)
+		require.Equal(t, serialOf(svids[1]), serialOf(s))
+	})
 }
 
 func TestManagerSubscribeValidation(t *testing.T) {
@@ -419,84 +480,88 @@ func TestManagerSubscribeValidation(t *testing.T) {
 }
 
 func TestManagerDropsIdleEntries(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, nil)
-	reg := prometheus.NewRegistry()
-	metrics := NewMetrics(reg)
-	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.IdleTimeout, cfg.Metrics = 100*time.Millisecond, metrics })
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, nil)
+		reg := prometheus.NewRegistry()
+		metrics := NewMetrics(reg)
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.IdleTimeout, cfg.Metrics = 100*time.Millisecond, metrics })
 
-	idle, busy := attestedWorkload("shop", "idle"), attestedWorkload("shop", "busy")
-	subIdle, err := m.Subscribe(context.Background(), idle)
-	require.NoError(t, err)
-	subBusy, err := m.Subscribe(context.Background(), busy)
-	require.NoError(t, err)
-	defer subBusy.Close()
-	waitSVID(t, subIdle, nil, 5*time.Second)
-	waitSVID(t, subBusy, nil, 5*time.Second)
-	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.SVIDsHeld) == 2 }, 5*time.Second, 5*time.Millisecond)
+		idle, busy := attestedWorkload("shop", "idle"), attestedWorkload("shop", "busy")
+		subIdle, err := m.Subscribe(context.Background(), idle)
+		require.NoError(t, err)
+		subBusy, err := m.Subscribe(context.Background(), busy)
+		require.NoError(t, err)
+		defer subBusy.Close()
+		waitSVID(t, subIdle, nil, 5*time.Second)
+		waitSVID(t, subBusy, nil, 5*time.Second)
+		require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.SVIDsHeld) == 2 }, 5*time.Second, 5*time.Millisecond)
 
-	subIdle.Close()
-	subIdle.Close() // idempotent
-	require.Eventually(t, func() bool { _, ok := entryOf(m, idle); return !ok }, 5*time.Second, 10*time.Millisecond)
-	_, ok := entryOf(m, busy)
-	require.True(t, ok, "an entry with a subscriber is kept")
-	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.SVIDsHeld) == 1 }, 5*time.Second, 5*time.Millisecond)
+		subIdle.Close()
+		subIdle.Close() // idempotent
+		require.Eventually(t, func() bool { _, ok := entryOf(m, idle); return !ok }, 5*time.Second, 10*time.Millisecond)
+		_, ok := entryOf(m, busy)
+		require.True(t, ok, "an entry with a subscriber is kept")
+		require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.SVIDsHeld) == 1 }, 5*time.Second, 5*time.Millisecond)
 
-	// Coming back fetches a new SVID.
-	n := signer.numCalls()
-	sub, err := m.Subscribe(context.Background(), idle)
-	require.NoError(t, err)
-	defer sub.Close()
-	waitSVID(t, sub, nil, 5*time.Second)
-	require.Greater(t, signer.numCalls(), n)
-}
-
-func TestManagerSetBundleNotifiesEverySubscriber(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, nil)
-	m := newTestManager(t, c, signer, nil)
-	var subs []Subscription
-	for i := range 3 {
-		sub, err := m.Subscribe(context.Background(), attestedWorkload("shop", fmt.Sprintf("sa-%d", i)))
+		// Coming back fetches a new SVID.
+		n := signer.numCalls()
+		sub, err := m.Subscribe(context.Background(), idle)
 		require.NoError(t, err)
 		defer sub.Close()
 		waitSVID(t, sub, nil, 5*time.Second)
-		subs = append(subs, sub)
-	}
-	drain := func() {
-		for _, s := range subs {
+		require.Greater(t, signer.numCalls(), n)
+	})
+}
+
+func TestManagerSetBundleNotifiesEverySubscriber(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, nil)
+		m := newTestManager(t, c, signer, nil)
+		var subs []Subscription
+		for i := range 3 {
+			sub, err := m.Subscribe(context.Background(), attestedWorkload("shop", fmt.Sprintf("sa-%d", i)))
+			require.NoError(t, err)
+			defer sub.Close()
+			waitSVID(t, sub, nil, 5*time.Second)
+			subs = append(subs, sub)
+		}
+		drain := func() {
+			for _, s := range subs {
+				select {
+				case <-s.Updates():
+				default:
+				}
+			}
+		}
+		drain()
+
+		fed := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("partner.example"), []*x509.Certificate{selfSignedCert(t)})
+		m.SetBundle(fed)
+		for i, s := range subs {
 			select {
 			case <-s.Updates():
+			case <-time.After(time.Second):
+				t.Fatalf("subscriber %d not notified", i)
+			}
+			got, ok := s.Bundles().Get(fed.TrustDomain())
+			require.True(t, ok)
+			require.True(t, got.Equal(fed))
+			_, ok = s.Bundles().Get(testTD)
+			require.True(t, ok, "the own bundle is kept")
+		}
+
+		// The same bundle again changes nothing and wakes no one.
+		m.SetBundle(fed.Clone())
+		for i, s := range subs {
+			select {
+			case <-s.Updates():
+				t.Fatalf("subscriber %d woken for an unchanged bundle", i)
 			default:
 			}
 		}
-	}
-	drain()
-
-	fed := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("partner.example"), []*x509.Certificate{selfSignedCert(t)})
-	m.SetBundle(fed)
-	for i, s := range subs {
-		select {
-		case <-s.Updates():
-		case <-time.After(time.Second):
-			t.Fatalf("subscriber %d not notified", i)
-		}
-		got, ok := s.Bundles().Get(fed.TrustDomain())
-		require.True(t, ok)
-		require.True(t, got.Equal(fed))
-		_, ok = s.Bundles().Get(testTD)
-		require.True(t, ok, "the own bundle is kept")
-	}
-
-	// The same bundle again changes nothing and wakes no one.
-	m.SetBundle(fed.Clone())
-	for i, s := range subs {
-		select {
-		case <-s.Updates():
-			t.Fatalf("subscriber %d woken for an unchanged bundle", i)
-		default:
-		}
-	}
+	})
 }
 
 func TestManagerSetBundleConcurrent(t *testing.T) {
@@ -517,34 +582,36 @@ func TestManagerSetBundleConcurrent(t *testing.T) {
 }
 
 func TestManagerMetrics(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, nil)
-	reg := prometheus.NewRegistry()
-	metrics := NewMetrics(reg)
-	const ttl = 10 * time.Minute
-	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL, cfg.Metrics = ttl, metrics })
-	sub, err := m.Subscribe(context.Background(), attestedWorkload("shop", "api"))
-	require.NoError(t, err)
-	defer sub.Close()
-	waitSVID(t, sub, nil, 5*time.Second)
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, nil)
+		reg := prometheus.NewRegistry()
+		metrics := NewMetrics(reg)
+		const ttl = 10 * time.Minute
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL, cfg.Metrics = ttl, metrics })
+		sub, err := m.Subscribe(context.Background(), attestedWorkload("shop", "api"))
+		require.NoError(t, err)
+		defer sub.Close()
+		waitSVID(t, sub, nil, 5*time.Second)
 
-	require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.OutageBudget) > 0 }, 5*time.Second, 5*time.Millisecond)
-	budget := testutil.ToFloat64(metrics.OutageBudget)
-	require.LessOrEqual(t, budget, ttl.Seconds())
-	require.Greater(t, budget, (ttl - time.Minute).Seconds())
-	require.Equal(t, 1.0, testutil.ToFloat64(metrics.Rotations))
-	require.Equal(t, 1.0, testutil.ToFloat64(metrics.SVIDsHeld))
+		require.Eventually(t, func() bool { return testutil.ToFloat64(metrics.OutageBudget) > 0 }, 5*time.Second, 5*time.Millisecond)
+		budget := testutil.ToFloat64(metrics.OutageBudget)
+		require.LessOrEqual(t, budget, ttl.Seconds())
+		require.Greater(t, budget, (ttl - time.Minute).Seconds())
+		require.Equal(t, 1.0, testutil.ToFloat64(metrics.Rotations))
+		require.Equal(t, 1.0, testutil.ToFloat64(metrics.SVIDsHeld))
 
-	// Every metric is registered and well formed.
-	metrics.SVIDsServed.WithLabelValues("sds").Inc()
-	metrics.Streams.WithLabelValues("sds").Inc()
-	metrics.RenewFailures.WithLabelValues("Unavailable").Add(0)
-	n, err := testutil.GatherAndCount(reg)
-	require.NoError(t, err)
-	require.Equal(t, 6, n)
-	problems, err := testutil.GatherAndLint(reg)
-	require.NoError(t, err)
-	require.Empty(t, problems)
+		// Every metric is registered and well formed.
+		metrics.SVIDsServed.WithLabelValues("sds").Inc()
+		metrics.Streams.WithLabelValues("sds").Inc()
+		metrics.RenewFailures.WithLabelValues("Unavailable").Add(0)
+		n, err := testutil.GatherAndCount(reg)
+		require.NoError(t, err)
+		require.Equal(t, 6, n)
+		problems, err := testutil.GatherAndLint(reg)
+		require.NoError(t, err)
+		require.Empty(t, problems)
+	})
 }
 
 // shortSigner answers fewer results than requests.
@@ -556,16 +623,18 @@ func (s *shortSigner) BatchSign(context.Context, []*cav1.SVIDRequest) ([]*cav1.S
 }
 
 func TestManagerSurvivesShortAnswer(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	m := newTestManager(t, c, &shortSigner{}, nil)
-	w := attestedWorkload("shop", "api")
-	sub, err := m.Subscribe(context.Background(), w)
-	require.NoError(t, err)
-	defer sub.Close()
-	require.Eventually(t, func() bool { return m.failures(w) == 1 }, 5*time.Second, 5*time.Millisecond)
-	s, err := sub.SVID()
-	require.NoError(t, err, "a bad answer is retried, not a refusal")
-	require.Nil(t, s)
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		m := newTestManager(t, c, &shortSigner{}, nil)
+		w := attestedWorkload("shop", "api")
+		sub, err := m.Subscribe(context.Background(), w)
+		require.NoError(t, err)
+		defer sub.Close()
+		require.Eventually(t, func() bool { return m.failures(w) == 1 }, 5*time.Second, 5*time.Millisecond)
+		s, err := sub.SVID()
+		require.NoError(t, err, "a bad answer is retried, not a refusal")
+		require.Nil(t, s)
+	})
 }
 
 // selfSignedCert is a throwaway CA certificate for federated bundles.
@@ -588,20 +657,22 @@ func selfSignedCert(t testing.TB) *x509.Certificate {
 // subscription with ErrCredentialExpired at once, while the old SVID is
 // still valid, so that the workload reconnects with its current token.
 func TestManagerTokenNoLongerAccepted(t *testing.T) {
-	c := newTestCA(t, nil, nil)
-	signer := newFakeSigner(c, testTokens)
-	m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = 2 * time.Second })
-	w := tokenWorkload("token-web-1", "shop", "web")
-	sub, err := m.Subscribe(context.Background(), w)
-	require.NoError(t, err)
-	defer sub.Close()
-	first := waitSVID(t, sub, nil, 5*time.Second)
-	signer.failEntries("*", codes.Unauthenticated)
-	require.Eventually(t, func() bool {
-		_, err := sub.SVID()
-		return errors.Is(err, ErrCredentialExpired)
-	}, 5*time.Second, 10*time.Millisecond)
-	require.True(t, time.Now().Before(first.Certificates[0].NotAfter), "refused before the old SVID expired")
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		signer := newFakeSigner(c, testTokens)
+		m := newTestManager(t, c, signer, func(cfg *ManagerConfig) { cfg.TTL = 2 * time.Second })
+		w := tokenWorkload("token-web-1", "shop", "web")
+		sub, err := m.Subscribe(context.Background(), w)
+		require.NoError(t, err)
+		defer sub.Close()
+		first := waitSVID(t, sub, nil, 5*time.Second)
+		signer.failEntries("*", codes.Unauthenticated)
+		require.Eventually(t, func() bool {
+			_, err := sub.SVID()
+			return errors.Is(err, ErrCredentialExpired)
+		}, 5*time.Second, 10*time.Millisecond)
+		require.True(t, time.Now().Before(first.Certificates[0].NotAfter), "refused before the old SVID expired")
+	})
 }
 
 // Renewals due a little later ride along with a due batch, so that the
@@ -638,4 +709,27 @@ func TestManagerDueCoalescesRenewals(t *testing.T) {
 	batch, next := m.due()
 	require.Empty(t, batch)
 	require.Greater(t, next, time.Duration(0))
+}
+
+// TestManagerSubscriptionEndsWithContext: a subscription whose context
+// ends is closed, so that the entry can go idle without a Close.
+func TestManagerSubscriptionEndsWithContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCA(t, nil, nil)
+		m := newTestManager(t, c, newFakeSigner(c, nil), nil)
+		w := attestedWorkload("shop", "api")
+		ctx, cancel := context.WithCancel(context.Background())
+		sub, err := m.Subscribe(ctx, w)
+		require.NoError(t, err)
+		waitSVID(t, sub, nil, 5*time.Second)
+		e, _ := entryOf(m, w)
+		require.Len(t, e.subs, 1)
+
+		cancel()
+		synctest.Wait()
+		e, _ = entryOf(m, w)
+		require.Empty(t, e.subs)
+		require.False(t, e.idleAt.IsZero(), "the entry is idle")
+		sub.Close() // and Close after that is harmless
+	})
 }

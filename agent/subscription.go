@@ -8,9 +8,10 @@ import (
 )
 
 type subscription struct {
-	m  *Manager
-	e  *entry
-	ch chan struct{}
+	m    *Manager
+	e    *entry
+	ch   chan struct{}
+	stop func() bool // stops the context.AfterFunc that closes it
 }
 
 func (s *subscription) Updates() <-chan struct{} { return s.ch }
@@ -29,13 +30,19 @@ func (s *subscription) SVID() (*x509svid.SVID, error) {
 
 func (s *subscription) Bundles() *x509bundle.Set { return s.m.bundles.Load() }
 
+// Close ends the subscription; it is called again, harmlessly, when the
+// context given to Subscribe ends.
 func (s *subscription) Close() {
 	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	delete(s.e.subs, s)
-	if len(s.e.subs) == 0 {
-		s.e.idleAt = s.m.cfg.Clock()
+	stop := s.stop
+	if _, ok := s.e.subs[s]; ok {
+		delete(s.e.subs, s)
+		if len(s.e.subs) == 0 {
+			s.e.idleAt = s.m.cfg.Clock()
+		}
 	}
+	s.m.mu.Unlock()
+	stop()
 }
 
 func (s *subscription) notify() {

@@ -69,7 +69,8 @@ type Subscription interface {
 	Close()
 }
 
-// Identities hands out subscriptions (*Manager).
+// Identities hands out subscriptions (*Manager). A subscription ends
+// when the context given to Subscribe ends, or at Close.
 type Identities interface {
 	Subscribe(ctx context.Context, w Workload) (Subscription, error)
 }

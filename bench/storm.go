@@ -130,7 +130,9 @@ func runStorm(ctx context.Context, f *stormFleet, plan stormPlan, probe stormPro
 	// Phase 1, the cold start: every workload subscribes at once.
 	progress("storm: cold start, %d workloads subscribe on %d agents (SVID TTL %s)", plan.workloads, len(f.agents), plan.ttl)
 	res.start = time.Now()
-	g, gctx := errgroup.WithContext(actx)
+	// The subscriptions live as long as the storm (actx), not as long as
+	// this errgroup: a subscription ends with the context it was made with.
+	var g errgroup.Group
 	for a, ag := range f.agents {
 		g.Go(func() error {
 			for i := starts[a]; i < starts[a+1]; i++ {
@@ -138,7 +140,7 @@ func runStorm(ctx context.Context, f *stormFleet, plan stormPlan, probe stormPro
 				if err != nil {
 					return err
 				}
-				sub, err := ag.manager.Subscribe(gctx, w)
+				sub, err := ag.manager.Subscribe(actx, w)
 				if err != nil {
 					return fmt.Errorf("subscribe %s on %s: %w", w.ID, ag.node, err)
 				}

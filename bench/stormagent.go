@@ -69,8 +69,8 @@ func (f *stormFleet) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, a := range f.agents {
 		if a.client != nil {
-			g.Go(func() error { a.client.RunAgentSVID(ctx); return nil })
-			g.Go(func() error { a.client.WatchBundle(ctx, a.manager.SetBundle, a.manager.CAReachable); return nil })
+			g.Go(func() error { return a.client.RunAgentSVID(ctx) })
+			g.Go(func() error { return a.client.RunBundle(ctx, a.manager.SetBundle, a.manager.CAReachable) })
 		}
 		g.Go(func() error { return a.manager.Run(ctx) })
 	}

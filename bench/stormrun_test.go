@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard-id/lanyard/storage/storagetest"
+
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,13 +16,7 @@ import (
 	"github.com/lanyard-id/lanyard/ca"
 	"github.com/lanyard-id/lanyard/ca/upstream"
 	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
-	"github.com/lanyard-id/lanyard/storage"
 )
-
-// memRecorder keeps nothing: the storm test needs no store.
-type memRecorder struct{}
-
-func (memRecorder) Record(context.Context, storage.CertificateRecord) error { return nil }
 
 // pipelineSigner signs attested entries with the real issuing pipeline
 // in-process, as the CA does for a unix-attested workload.
@@ -65,7 +61,7 @@ func newPipelineSigner(t *testing.T) *pipelineSigner {
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: stormTD, Upstream: root, Name: "bench-test"})
 	require.NoError(t, err)
 	require.NoError(t, auth.Prepare(context.Background()))
-	c, err := ca.New(ca.Config{TrustDomain: stormTD, Keys: auth, Recorder: memRecorder{}})
+	c, err := ca.New(ca.Config{TrustDomain: stormTD, Keys: auth, Recorder: &storagetest.Recorder{}})
 	require.NoError(t, err)
 	return &pipelineSigner{ca: c}
 }

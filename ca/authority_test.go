@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard-id/lanyard/internal/clocktest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/lanyard-id/lanyard/ca/upstream"
@@ -57,8 +59,8 @@ func (f *fakeAfter) next(t *testing.T) fakeTimer {
 }
 
 // fire lets d pass on the clock and fires the timer.
-func (tm fakeTimer) fire(clock *fakeClock) {
-	clock.Add(tm.d)
+func (tm fakeTimer) fire(clock *clocktest.Clock) {
+	clock.Advance(tm.d)
 	tm.ch <- clock.Now()
 }
 
@@ -121,7 +123,7 @@ func (u *fakeUpstream) counts() (mints, bundles int) {
 	return u.mints, u.bundles
 }
 
-func newSelfSigned(t testing.TB, clock *fakeClock) *upstream.SelfSigned {
+func newSelfSigned(t testing.TB, clock *clocktest.Clock) *upstream.SelfSigned {
 	t.Helper()
 	s, err := upstream.NewSelfSigned(upstream.SelfSignedConfig{Dir: t.TempDir(), TrustDomain: testTD.Name(), Clock: clock.Now})
 	require.NoError(t, err)
@@ -131,7 +133,7 @@ func newSelfSigned(t testing.TB, clock *fakeClock) *upstream.SelfSigned {
 type authHarness struct {
 	auth    *Authority
 	up      *fakeUpstream
-	clock   *fakeClock
+	clock   *clocktest.Clock
 	after   *fakeAfter
 	mu      sync.Mutex
 	rotated []*X509CA
@@ -291,9 +293,9 @@ func TestAuthorityKeyTypes(t *testing.T) {
 func TestAuthorityExpired(t *testing.T) {
 	h := newAuthHarness(t, AuthorityConfig{TTL: time.Minute})
 	require.NoError(t, h.auth.Prepare(context.Background()))
-	h.clock.Add(59 * time.Second)
+	h.clock.Advance(59 * time.Second)
 	h.current(t)
-	h.clock.Add(time.Second)
+	h.clock.Advance(time.Second)
 	_, err := h.auth.Current()
 	require.ErrorIs(t, err, ErrNotReady)
 	require.ErrorContains(t, err, "expired")

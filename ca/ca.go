@@ -41,12 +41,20 @@ type Recorder interface {
 	Record(ctx context.Context, rec storage.CertificateRecord) error
 }
 
+// DenyList says whether a SPIFFE ID may get no certificate (*Controls).
+type DenyList interface {
+	IdentityDenied(id string) bool
+}
+
 // Config configures the issuing pipeline.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	Keys        KeySource
 	Recorder    Recorder
 	Policy      Policy
+	// Denied, when set, is the admin deny list (*Controls): no certificate
+	// is issued to an identity it reports.
+	Denied DenyList
 	// DefaultTTL of a workload SVID (1h) and MaxTTL a caller may ask for
 	// (24h); AgentTTL of an agent SVID (1h).
 	DefaultTTL time.Duration
@@ -148,6 +156,9 @@ func (c *CA) SignWorkload(ctx context.Context, req WorkloadRequest) (*Issued, er
 	grant, err := c.cfg.Policy.Authorize(id, req.Subject.Namespace, req.Subject.ServiceAccount)
 	if err != nil {
 		return nil, err
+	}
+	if c.cfg.Denied != nil && c.cfg.Denied.IdentityDenied(id.String()) {
+		return nil, fmt.Errorf("%w: identity %s is on the admin deny list", ErrPermissionDenied, id)
 	}
 	maxTTL := c.cfg.MaxTTL
 	if grant.MaxTTL > 0 {

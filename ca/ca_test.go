@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard-id/lanyard/internal/clocktest"
+	"github.com/lanyard-id/lanyard/storage/storagetest"
+
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -22,37 +25,6 @@ import (
 	"github.com/lanyard-id/lanyard/ca/upstream"
 	"github.com/lanyard-id/lanyard/storage"
 )
-
-// fakeRecorder keeps what it is given and fails when told to.
-type fakeRecorder struct {
-	mu      sync.Mutex
-	records []storage.CertificateRecord
-	ctxs    []context.Context
-	err     error
-}
-
-func (r *fakeRecorder) Record(ctx context.Context, rec storage.CertificateRecord) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.err != nil {
-		return r.err
-	}
-	r.records = append(r.records, rec)
-	r.ctxs = append(r.ctxs, ctx)
-	return nil
-}
-
-func (r *fakeRecorder) fail(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.err = err
-}
-
-func (r *fakeRecorder) all() []storage.CertificateRecord {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]storage.CertificateRecord(nil), r.records...)
-}
 
 type caOptions struct {
 	authTTL   time.Duration // intermediate TTL, default 72h so leaves are not capped
@@ -64,8 +36,8 @@ type caOptions struct {
 type testCA struct {
 	ca    *CA
 	auth  *Authority
-	rec   *fakeRecorder
-	clock *fakeClock
+	rec   *storagetest.Recorder
+	clock *clocktest.Clock
 }
 
 // newTestCA builds a CA on a real Authority on a self-signed root in a
@@ -87,7 +59,7 @@ func newTestCA(t testing.TB, o caOptions) *testCA {
 	if !o.noPrepare {
 		require.NoError(t, auth.Prepare(context.Background()))
 	}
-	rec := &fakeRecorder{}
+	rec := &storagetest.Recorder{}
 	cfg := Config{TrustDomain: testTD, Keys: auth, Recorder: rec, Policy: o.policy, Clock: clock.Now}
 	if o.cfg != nil {
 		o.cfg(&cfg)
@@ -119,7 +91,7 @@ func workloadReq(t testing.TB, kind string, opts ...csrOpt) WorkloadRequest {
 }
 
 func TestNewConfig(t *testing.T) {
-	keys, rec := &Authority{}, &fakeRecorder{}
+	keys, rec := &Authority{}, &storagetest.Recorder{}
 	for _, tt := range []struct {
 		name    string
 		cfg     Config
@@ -202,7 +174,7 @@ func TestSignWorkloadLeaf(t *testing.T) {
 			require.True(t, issued.Chain[1].Equal(x.Certificate))
 			require.Equal(t, wantID, tc.verify(t, issued.Chain))
 
-			recs := tc.rec.all()
+			recs := tc.rec.Records()
 			require.Len(t, recs, 1)
 			rec := recs[0]
 			sum := sha256.Sum256(leaf.Raw)
@@ -225,7 +197,7 @@ func TestSignWorkloadKind(t *testing.T) {
 	req.Kind = KindIstio
 	_, err := tc.ca.SignWorkload(context.Background(), req)
 	require.NoError(t, err)
-	require.Equal(t, KindIstio, tc.rec.all()[0].Kind)
+	require.Equal(t, KindIstio, tc.rec.Records()[0].Kind)
 }
 
 func TestSignWorkloadCSRWithOwnURI(t *testing.T) {
@@ -292,7 +264,7 @@ func TestSignWorkloadTTL(t *testing.T) {
 				require.ErrorIs(t, err, tt.wantErr)
 				require.Nil(t, issued)
 				if tt.ttl != 0 {
-					require.Len(t, tc.rec.all(), 1, "only the default request was recorded")
+					require.Len(t, tc.rec.Records(), 1, "only the default request was recorded")
 				}
 				return
 			}
@@ -308,24 +280,24 @@ func TestSignWorkloadCappedByIntermediate(t *testing.T) {
 	tc := newTestCA(t, caOptions{authTTL: time.Minute})
 	x, err := tc.auth.Current()
 	require.NoError(t, err)
-	tc.clock.Add(20 * time.Second)
+	tc.clock.Advance(20 * time.Second)
 	issued, err := tc.ca.SignWorkload(context.Background(), workloadReq(t, keyP256))
 	require.NoError(t, err)
 	require.Equal(t, x.Certificate.NotAfter, issued.Leaf().NotAfter)
 	require.Equal(t, tc.clock.Now().Add(40*time.Second), issued.Leaf().NotAfter)
 	tc.verify(t, issued.Chain)
-	require.Equal(t, issued.Leaf().NotAfter, tc.rec.all()[0].NotAfter)
+	require.Equal(t, issued.Leaf().NotAfter, tc.rec.Records()[0].NotAfter)
 }
 
 func TestSignWorkloadRecorderFails(t *testing.T) {
 	tc := newTestCA(t, caOptions{})
 	storeDown := errors.New("store down")
-	tc.rec.fail(storeDown)
+	tc.rec.Fail(storeDown)
 	issued, err := tc.ca.SignWorkload(context.Background(), workloadReq(t, keyP256))
 	require.ErrorIs(t, err, storeDown)
 	require.ErrorContains(t, err, "issue spiffe://")
 	require.Nil(t, issued)
-	require.Empty(t, tc.rec.all())
+	require.Empty(t, tc.rec.Records())
 }
 
 func TestSignPassesContextToRecorder(t *testing.T) {
@@ -334,7 +306,7 @@ func TestSignPassesContextToRecorder(t *testing.T) {
 	ctx := context.WithValue(context.Background(), key{}, "request-1")
 	_, err := tc.ca.SignWorkload(ctx, workloadReq(t, keyP256))
 	require.NoError(t, err)
-	require.Equal(t, "request-1", tc.rec.ctxs[0].Value(key{}))
+	require.Equal(t, "request-1", tc.rec.Contexts()[0].Value(key{}))
 }
 
 func TestSignWorkloadRefused(t *testing.T) {
@@ -392,7 +364,7 @@ func TestSignWorkloadRefused(t *testing.T) {
 			issued, err := tc.ca.SignWorkload(context.Background(), WorkloadRequest{Subject: tt.subject, CSR: der})
 			require.ErrorIs(t, err, tt.wantErr)
 			require.Nil(t, issued)
-			require.Empty(t, tc.rec.all())
+			require.Empty(t, tc.rec.Records())
 		})
 	}
 }
@@ -479,7 +451,7 @@ func TestSignAgent(t *testing.T) {
 			if tt.wantErr != nil {
 				require.ErrorIs(t, err, tt.wantErr)
 				require.Nil(t, issued)
-				require.Empty(t, tc.rec.all())
+				require.Empty(t, tc.rec.Records())
 				return
 			}
 			require.NoError(t, err)
@@ -488,7 +460,7 @@ func TestSignAgent(t *testing.T) {
 			require.Equal(t, want, tc.verify(t, issued.Chain).String())
 			require.Equal(t, tc.clock.Now().Add(tt.wantTTL), issued.Leaf().NotAfter)
 			require.False(t, issued.Leaf().IsCA)
-			recs := tc.rec.all()
+			recs := tc.rec.Records()
 			require.Len(t, recs, 1)
 			require.Equal(t, KindAgent, recs[0].Kind)
 			require.Equal(t, "prod", recs[0].Cluster)
@@ -516,7 +488,7 @@ func TestSignServing(t *testing.T) {
 	require.NoError(t, leaf.VerifyHostname("localhost"))
 	require.NoError(t, leaf.VerifyHostname("127.0.0.1"))
 
-	recs := tc.rec.all()
+	recs := tc.rec.Records()
 	require.Len(t, recs, 1)
 	require.Equal(t, KindServing, recs[0].Kind)
 	require.Equal(t, "self", recs[0].Caller)
@@ -527,7 +499,7 @@ func TestSignServingUnsupportedKey(t *testing.T) {
 	tc := newTestCA(t, caOptions{})
 	_, err := tc.ca.SignServing(context.Background(), "not a key", nil, nil, time.Hour)
 	require.Error(t, err)
-	require.Empty(t, tc.rec.all())
+	require.Empty(t, tc.rec.Records())
 }
 
 func TestSignNotReady(t *testing.T) {
@@ -539,14 +511,14 @@ func TestSignNotReady(t *testing.T) {
 		require.ErrorIs(t, err, ErrNotReady)
 		_, err = tc.ca.SignServing(context.Background(), testKey(t, keyP256).Public(), nil, nil, time.Hour)
 		require.ErrorIs(t, err, ErrNotReady)
-		require.Empty(t, tc.rec.all())
+		require.Empty(t, tc.rec.Records())
 	})
 	t.Run("intermediate expired", func(t *testing.T) {
 		tc := newTestCA(t, caOptions{authTTL: time.Minute})
-		tc.clock.Add(time.Minute)
+		tc.clock.Advance(time.Minute)
 		_, err := tc.ca.SignWorkload(context.Background(), workloadReq(t, keyP256))
 		require.ErrorIs(t, err, ErrNotReady)
-		require.Empty(t, tc.rec.all())
+		require.Empty(t, tc.rec.Records())
 	})
 }
 
@@ -582,5 +554,5 @@ func TestSignConcurrent(t *testing.T) {
 		seen[s] = true
 	}
 	require.Len(t, seen, n)
-	require.Len(t, tc.rec.all(), n)
+	require.Len(t, tc.rec.Records(), n)
 }

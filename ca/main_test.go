@@ -16,7 +16,8 @@ import (
 	"net/url"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
@@ -31,27 +32,9 @@ var testTD = spiffeid.RequireTrustDomainFromString("example.org")
 
 // t0 is the fake "now" of every test: whole seconds, because X.509 times
 // have second precision.
-var t0 = time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
+var t0 = clocktest.T0
 
-// fakeClock is a settable clock safe for concurrent use.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *clocktest.Clock { return clocktest.New(t0) }
 
 // Key types used to build CSRs. Keys are generated once per test binary:
 // RSA generation is slow, and the race detector makes it slower.

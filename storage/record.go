@@ -65,7 +65,7 @@ func (a AgentRecord) Validate() error {
 	if a.SPIFFEID == "" {
 		return fmt.Errorf("agent record: empty SPIFFE ID: %w", ErrInvalidArgument)
 	}
-	for _, t := range []time.Time{a.FirstSeen, a.LastSeen, a.NotAfter} {
+	for _, t := range []time.Time{a.FirstSeen, a.LastSeen, a.NotAfter, a.EvictedAt} {
 		if !ValidTime(t) {
 			return fmt.Errorf("agent record %s: time %s out of range: %w", a.SPIFFEID, t, ErrInvalidArgument)
 		}

@@ -64,10 +64,20 @@ type CertificateRecord struct {
 // CertificateFilter selects certificates in ListCertificates. Zero fields
 // match everything.
 type CertificateFilter struct {
-	SPIFFEID  string
-	Namespace string
-	NodeName  string
-	Kind      string
+	SPIFFEID       string
+	Namespace      string
+	ServiceAccount string
+	NodeName       string
+	Kind           string
+	// Caller, when set, keeps certificates requested by this caller (an
+	// agent's SPIFFE ID).
+	Caller string
+	// ExpiresBefore, when non-zero, keeps certificates with NotAfter
+	// before it; IssuedSince keeps those with IssuedAt at or after it.
+	ExpiresBefore time.Time
+	IssuedSince   time.Time
+	// Revoked, when true, keeps only revoked certificates.
+	Revoked bool
 	// ValidAt, when non-zero, keeps only certificates whose validity
 	// interval contains it: NotBefore <= ValidAt <= NotAfter, both ends
 	// inclusive as in X.509.
@@ -98,6 +108,11 @@ type AgentRecord struct {
 	NotAfter     time.Time // expiry of the current agent SVID
 	Banned       bool
 	BundleSeqAck int64 // the last bundle sequence the agent acknowledged
+	// Workloads is how many workload SVIDs the agent last said it holds.
+	Workloads int64
+	// EvictedAt is when an admin last evicted the agent (zero: never). An
+	// upsert keeps it.
+	EvictedAt time.Time
 }
 
 // AuditEvent is one entry of the audit log.
@@ -123,6 +138,9 @@ type AuditFilter struct {
 	// BeforeID, when non-zero, returns events with ID < BeforeID (paging:
 	// pass the ID of the last event of the previous page).
 	BeforeID int64
+	// AfterID, when non-zero, returns events with ID > AfterID oldest
+	// first instead (following the log: pass the highest ID seen).
+	AfterID int64
 }
 
 // Store is the CA's persistent state. Implementations are safe for
@@ -152,15 +170,45 @@ type Store interface {
 	// CountCertificates returns how many certificates are recorded.
 	CountCertificates(ctx context.Context) (int64, error)
 
+	// CountCertificatesBy counts the certificates matching f (paging
+	// fields ignored) grouped by GroupBy, largest groups first.
+	CountCertificatesBy(ctx context.Context, by GroupBy, f CertificateFilter) ([]GroupCount, error)
+
 	// UpsertAgent creates or updates the agent keyed by SPIFFEID, keeping
-	// FirstSeen and Banned of an existing record.
+	// FirstSeen, Banned and EvictedAt of an existing record.
 	UpsertAgent(ctx context.Context, a AgentRecord) error
 	// GetAgent returns the agent or ErrNotFound.
 	GetAgent(ctx context.Context, spiffeID string) (AgentRecord, error)
 	// ListAgents returns all agents ordered by SPIFFE ID.
 	ListAgents(ctx context.Context) ([]AgentRecord, error)
-	// SetAgentBanned bans or unbans an agent (ErrNotFound if absent).
+	// SetAgentBanned bans or unbans an agent (ErrNotFound if absent) and
+	// advances the control sequence.
 	SetAgentBanned(ctx context.Context, spiffeID string, banned bool) error
+	// ReportAgents sets LastSeen, BundleSeqAck and Workloads of the agents
+	// named in reports, in one transaction; unknown agents are skipped.
+	ReportAgents(ctx context.Context, reports []AgentReport) error
+	// EvictAgent sets the agent's EvictedAt to t, revokes at t every agent
+	// certificate with its SPIFFE ID that is unexpired at t, and advances
+	// the control sequence, in one transaction. It returns the revoked
+	// serials (ErrNotFound if the agent is unknown).
+	EvictAgent(ctx context.Context, spiffeID string, t time.Time) ([]string, error)
+
+	// DenyIdentity puts a SPIFFE ID on the deny list (an identity already
+	// there keeps its first entry) and advances the control sequence.
+	DenyIdentity(ctx context.Context, d DeniedIdentity) error
+	// AllowIdentity takes a SPIFFE ID off the deny list (ErrNotFound if it
+	// is not there) and advances the control sequence.
+	AllowIdentity(ctx context.Context, spiffeID string) error
+	// ListDeniedIdentities returns the deny list ordered by SPIFFE ID.
+	ListDeniedIdentities(ctx context.Context) ([]DeniedIdentity, error)
+	// ControlSequence returns the control sequence: a number that grows
+	// with every change to bans, evictions and the deny list. Replicas poll
+	// it and reload Controls when it moves.
+	ControlSequence(ctx context.Context) (int64, error)
+	// Controls returns, read in one transaction, what every replica
+	// enforces: banned agents, denied identities and the serials of agent
+	// certificates revoked and unexpired at now.
+	Controls(ctx context.Context, now time.Time) (Controls, error)
 
 	// AppendAudit appends events in one transaction. IDs are assigned by the
 	// store, increasing in append order; a zero Time is set to the store's
@@ -168,6 +216,11 @@ type Store interface {
 	AppendAudit(ctx context.Context, events []AuditEvent) error
 	// ListAudit returns events matching f, newest (highest ID) first.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+
+	// UpsertReplica records a CA replica's heartbeat, keyed by Name.
+	UpsertReplica(ctx context.Context, r ReplicaRecord) error
+	// ListReplicas returns every replica ordered by name.
+	ListReplicas(ctx context.Context) ([]ReplicaRecord, error)
 
 	// Ping checks that the store can be reached and written.
 	Ping(ctx context.Context) error

@@ -36,8 +36,10 @@ type WriterConfig struct {
 	// Logger receives failed batches. Default: discard.
 	Logger *slog.Logger
 	// Clock times batches and stamps audit events without a time.
-	// Default: time.Now.
+	// Default: time.Now. After waits as time.After does (the default): the
+	// commit delay's steps; tests inject both.
 	Clock func() time.Time
+	After func(time.Duration) <-chan time.Time
 	// CommitTimeout bounds one store call. Default: DefaultCommitTimeout.
 	CommitTimeout time.Duration
 	// DrainTimeout bounds the flush of what is queued once Run's context
@@ -102,6 +104,7 @@ type Writer struct {
 	maxBatch       int
 	log            *slog.Logger
 	clock          func() time.Time
+	after          func(time.Duration) <-chan time.Time
 	commitTimeout  time.Duration
 	drainTimeout   time.Duration
 	maxAuditQueue  int
@@ -143,6 +146,9 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
 	if cfg.CommitTimeout == 0 {
 		cfg.CommitTimeout = DefaultCommitTimeout
 	}
@@ -165,6 +171,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		maxBatch:       cfg.MaxBatch,
 		log:            cfg.Logger,
 		clock:          cfg.Clock,
+		after:          cfg.After,
 		commitTimeout:  cfg.CommitTimeout,
 		drainTimeout:   cfg.DrainTimeout,
 		maxAuditQueue:  cfg.MaxAuditQueue,
@@ -297,18 +304,21 @@ func (w *Writer) flush(stop, commitCtx context.Context) {
 // queue is empty or has not grown for a quarter of the delay, so callers
 // that are all already waiting are not held back.
 func (w *Writer) waitForCompany(stop context.Context) {
-	deadline := time.Now().Add(w.commitDelay)
 	step := max(w.commitDelay/4, 25*time.Microsecond)
 	last := -1
-	for {
+	for waited := time.Duration(0); waited < w.commitDelay; waited += step {
 		w.mu.Lock()
 		n := len(w.certs)
 		w.mu.Unlock()
-		if n == 0 || n >= w.commitSiblings || n == last || !time.Now().Before(deadline) || stop.Err() != nil {
+		if n == 0 || n >= w.commitSiblings || n == last {
 			return
 		}
 		last = n
-		time.Sleep(step)
+		select {
+		case <-stop.Done():
+			return
+		case <-w.after(step):
+		}
 	}
 }
 

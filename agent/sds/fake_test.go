@@ -2,33 +2,24 @@ package sds
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lanyard-id/lanyard/agent"
+	"github.com/lanyard-id/lanyard/agent/agenttest"
 	"github.com/lanyard-id/lanyard/agent/sds/sdstest"
+	"github.com/lanyard-id/lanyard/ca/catest"
 )
 
 var (
@@ -38,181 +29,6 @@ var (
 	bob     = spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/bob")
 	carol   = spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/carol")
 )
-
-// testCA issues SVIDs for one trust domain.
-type testCA struct {
-	td   spiffeid.TrustDomain
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newCA(t *testing.T, td spiffeid.TrustDomain) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: td.Name() + " root"},
-		URIs:                  []*url.URL{td.ID().URL()},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &testCA{td: td, cert: cert, key: key}
-}
-
-func (ca *testCA) bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.cert})
-}
-
-func (ca *testCA) issue(t *testing.T, id spiffeid.ID) *x509svid.SVID {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		URIs:         []*url.URL{id.URL()},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	require.NoError(t, err)
-	leaf, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}
-}
-
-// fakeIdentities is agent.Identities whose SVIDs and bundles a test sets.
-type fakeIdentities struct {
-	mu       sync.Mutex
-	svids    map[spiffeid.ID]*x509svid.SVID
-	svidErr  map[spiffeid.ID]error // what SVID() reports (ErrDenied)
-	subErr   map[spiffeid.ID]error // what Subscribe reports
-	bundles  *x509bundle.Set
-	subs     map[*fakeSub]struct{}
-	subCount map[spiffeid.ID]int // Subscribe calls
-}
-
-func newFakeIdentities() *fakeIdentities {
-	return &fakeIdentities{
-		svids:    map[spiffeid.ID]*x509svid.SVID{},
-		svidErr:  map[spiffeid.ID]error{},
-		subErr:   map[spiffeid.ID]error{},
-		subs:     map[*fakeSub]struct{}{},
-		subCount: map[spiffeid.ID]int{},
-	}
-}
-
-func (f *fakeIdentities) Subscribe(_ context.Context, w agent.Workload) (agent.Subscription, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.subCount[w.ID]++
-	if err := f.subErr[w.ID]; err != nil {
-		return nil, err
-	}
-	s := &fakeSub{f: f, id: w.ID, ch: make(chan struct{}, 1)}
-	f.subs[s] = struct{}{}
-	s.ch <- struct{}{}
-	return s, nil
-}
-
-// setSVID rotates id's SVID (nil: pending) and wakes its subscribers.
-func (f *fakeIdentities) setSVID(id spiffeid.ID, svid *x509svid.SVID) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.svids[id] = svid
-	f.notifyLocked(func(s *fakeSub) bool { return s.id == id })
-}
-
-func (f *fakeIdentities) deny(id spiffeid.ID, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.svidErr[id] = err
-	f.notifyLocked(func(s *fakeSub) bool { return s.id == id })
-}
-
-// refuse makes Subscribe for id fail with err.
-func (f *fakeIdentities) refuse(id spiffeid.ID, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.subErr[id] = err
-}
-
-func (f *fakeIdentities) setBundles(bundles ...*x509bundle.Bundle) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.bundles = x509bundle.NewSet(bundles...)
-	f.notifyLocked(func(*fakeSub) bool { return true })
-}
-
-// poke wakes every subscriber without changing anything.
-func (f *fakeIdentities) poke() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.notifyLocked(func(*fakeSub) bool { return true })
-}
-
-func (f *fakeIdentities) notifyLocked(match func(*fakeSub) bool) {
-	for s := range f.subs {
-		if match(s) {
-			select {
-			case s.ch <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-func (f *fakeIdentities) live() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.subs)
-}
-
-func (f *fakeIdentities) subscribed(id spiffeid.ID) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.subCount[id]
-}
-
-type fakeSub struct {
-	f  *fakeIdentities
-	id spiffeid.ID
-	ch chan struct{}
-}
-
-func (s *fakeSub) Updates() <-chan struct{} { return s.ch }
-
-func (s *fakeSub) SVID() (*x509svid.SVID, error) {
-	s.f.mu.Lock()
-	defer s.f.mu.Unlock()
-	if err := s.f.svidErr[s.id]; err != nil {
-		return nil, err
-	}
-	return s.f.svids[s.id], nil
-}
-
-func (s *fakeSub) Bundles() *x509bundle.Set {
-	s.f.mu.Lock()
-	defer s.f.mu.Unlock()
-	return s.f.bundles
-}
-
-func (s *fakeSub) Close() {
-	s.f.mu.Lock()
-	defer s.f.mu.Unlock()
-	delete(s.f.subs, s)
-}
 
 // tokenIdentifier identifies callers by their bearer token, as
 // agent/attest does first; no token is ErrNotIdentified.
@@ -274,8 +90,8 @@ next:
 // harness is an SDS server on a Unix socket with fake identities.
 type harness struct {
 	t       *testing.T
-	ca, fed *testCA
-	ids     *fakeIdentities
+	ca, fed *catest.CA
+	ids     *agenttest.Identities
 	logs    *logRecorder
 	metrics *Metrics
 	server  *Server
@@ -288,9 +104,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	h := &harness{
 		t:    t,
-		ca:   newCA(t, tdLocal),
-		fed:  newCA(t, tdFed),
-		ids:  newFakeIdentities(),
+		ca:   catest.New(t, catest.Options{TrustDomain: tdLocal}),
+		fed:  catest.New(t, catest.Options{TrustDomain: tdFed}),
+		ids:  agenttest.New(nil),
 		logs: &logRecorder{},
 		metrics: &Metrics{
 			Streams:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "streams"}),
@@ -300,9 +116,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 		},
 		path: filepath.Join(t.TempDir(), "s.sock"),
 	}
-	h.ids.setBundles(h.ca.bundle(), h.fed.bundle())
-	h.ids.setSVID(alice, h.ca.issue(t, alice))
-	h.ids.setSVID(bob, h.ca.issue(t, bob))
+	h.ids.SetBundles(h.ca.Bundle(), h.fed.Bundle())
+	h.ids.SetSVID(alice, h.ca.Issue(t, alice))
+	h.ids.SetSVID(bob, h.ca.Issue(t, bob))
 	cfg.Identifier = tokenIdentifier{"alice-token": alice, "bob-token": bob, "carol-token": carol}
 	cfg.Identities = h.ids
 	cfg.Log = slog.New(h.logs)

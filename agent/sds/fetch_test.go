@@ -59,7 +59,7 @@ func TestFetchSecrets(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, Config{FetchTimeout: 100 * time.Millisecond})
 			if tt.pending {
-				h.ids.setSVID(alice, nil)
+				h.ids.SetSVID(alice, nil)
 			}
 			resp, err := fetch(t.Context(), h, tt.token, tt.req)
 			if tt.wantCode != codes.OK {
@@ -77,23 +77,23 @@ func TestFetchSecrets(t *testing.T) {
 			}
 			require.Equal(t, tt.wantNames, names)
 			if s := (&sdstest.Response{Secrets: secrets}).Secret("default"); s != nil {
-				requireCert(t, s, h.ids.svids[alice])
+				requireCert(t, s, h.ids.Identity(alice).Current())
 			}
-			require.Zero(t, h.ids.live(), "the fetch's subscription is closed")
+			require.Zero(t, h.ids.Live(), "the fetch's subscription is closed")
 		})
 	}
 }
 
 func TestFetchSecretsWaitsForFirstSVID(t *testing.T) {
 	h := newHarness(t, Config{FetchTimeout: 10 * time.Second})
-	h.ids.setSVID(carol, nil)
-	svid := h.ca.issue(t, carol)
+	h.ids.SetSVID(carol, nil)
+	svid := h.ca.Issue(t, carol)
 	go func() {
 		// Rotate in once the fetch is waiting.
-		for h.ids.subscribed(carol) == 0 {
+		for h.ids.Subscribed(carol) == 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
-		h.ids.setSVID(carol, svid)
+		h.ids.SetSVID(carol, svid)
 	}()
 	resp, err := fetch(t.Context(), h, "carol-token", &discoveryv3.DiscoveryRequest{ResourceNames: []string{"default"}})
 	require.NoError(t, err)
@@ -105,7 +105,7 @@ func TestFetchSecretsWaitsForFirstSVID(t *testing.T) {
 
 func TestFetchSecretsCallerDeadline(t *testing.T) {
 	h := newHarness(t, Config{FetchTimeout: time.Minute})
-	h.ids.setSVID(alice, nil)
+	h.ids.SetSVID(alice, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	_, err := fetch(ctx, h, "alice-token", &discoveryv3.DiscoveryRequest{ResourceNames: []string{"default"}})

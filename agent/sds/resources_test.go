@@ -10,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lanyard-id/lanyard/agent/agenttest"
 	"github.com/lanyard-id/lanyard/agent/sds/sdstest"
+	"github.com/lanyard-id/lanyard/ca/catest"
 )
 
 func TestSecretTypeURL(t *testing.T) {
@@ -18,9 +20,9 @@ func TestSecretTypeURL(t *testing.T) {
 }
 
 func TestResolve(t *testing.T) {
-	ca, fed := newCA(t, tdLocal), newCA(t, tdFed)
-	svid := ca.issue(t, alice)
-	both := x509bundle.NewSet(ca.bundle(), fed.bundle())
+	ca, fed := catest.New(t, catest.Options{TrustDomain: tdLocal}), catest.New(t, catest.Options{TrustDomain: tdFed})
+	svid := ca.Issue(t, alice)
+	both := x509bundle.NewSet(ca.Bundle(), fed.Bundle())
 	ready := view{caller: alice, svid: svid, bundles: both}
 
 	for _, tt := range []struct {
@@ -68,8 +70,8 @@ func TestResolve(t *testing.T) {
 }
 
 func TestResolveALL(t *testing.T) {
-	ca, fed := newCA(t, tdLocal), newCA(t, tdFed)
-	a, err := resolve([]string{"ALL"}, view{caller: alice, bundles: x509bundle.NewSet(fed.bundle(), ca.bundle())})
+	ca, fed := catest.New(t, catest.Options{TrustDomain: tdLocal}), catest.New(t, catest.Options{TrustDomain: tdFed})
+	a, err := resolve([]string{"ALL"}, view{caller: alice, bundles: x509bundle.NewSet(fed.Bundle(), ca.Bundle())})
 	require.NoError(t, err)
 	var s tlsv3.Secret
 	require.NoError(t, a.resources[0].UnmarshalTo(&s))
@@ -79,17 +81,17 @@ func TestResolveALL(t *testing.T) {
 	var cfg tlsv3.SPIFFECertValidatorConfig
 	require.NoError(t, custom.GetTypedConfig().UnmarshalTo(&cfg))
 	require.Len(t, cfg.GetTrustDomains(), 2)
-	for i, want := range []*testCA{ca, fed} { // sorted by name: cluster.local, example.org
-		require.Equal(t, want.td.Name(), cfg.GetTrustDomains()[i].GetName())
-		require.Equal(t, string(encodeCerts(want.bundle().X509Authorities())),
+	for i, want := range []*catest.CA{ca, fed} { // sorted by name: cluster.local, example.org
+		require.Equal(t, want.TrustDomain.Name(), cfg.GetTrustDomains()[i].GetName())
+		require.Equal(t, string(encodeCerts(want.Bundle().X509Authorities())),
 			string(cfg.GetTrustDomains()[i].GetTrustBundle().GetInlineBytes()))
 	}
 }
 
 func TestResolveVersion(t *testing.T) {
-	ca := newCA(t, tdLocal)
-	svid := ca.issue(t, alice)
-	set := x509bundle.NewSet(ca.bundle())
+	ca := catest.New(t, catest.Options{TrustDomain: tdLocal})
+	svid := ca.Issue(t, alice)
+	set := x509bundle.NewSet(ca.Bundle())
 	version := func(names []string, svid *x509svid.SVID, set *x509bundle.Set) string {
 		t.Helper()
 		a, err := resolve(names, view{caller: alice, svid: svid, bundles: set})
@@ -98,18 +100,18 @@ func TestResolveVersion(t *testing.T) {
 	}
 	names := []string{"default", "ROOTCA"}
 	v := version(names, svid, set)
-	require.Equal(t, v, version(names, svid, x509bundle.NewSet(ca.bundle())), "same content, same version")
-	require.NotEqual(t, v, version(names, ca.issue(t, alice), set), "rotation")
-	require.NotEqual(t, v, version(names, svid, x509bundle.NewSet(newCA(t, tdLocal).bundle())), "bundle change")
+	require.Equal(t, v, version(names, svid, x509bundle.NewSet(ca.Bundle())), "same content, same version")
+	require.NotEqual(t, v, version(names, ca.Issue(t, alice), set), "rotation")
+	require.NotEqual(t, v, version(names, svid, x509bundle.NewSet(catest.New(t, catest.Options{TrustDomain: tdLocal}).Bundle())), "bundle change")
 	require.NotEqual(t, v, version([]string{"default"}, svid, set), "other names")
 }
 
 func TestNew(t *testing.T) {
-	_, err := New(Config{Identities: newFakeIdentities()})
+	_, err := New(Config{Identities: agenttest.New(nil)})
 	require.Error(t, err)
 	_, err = New(Config{Identifier: tokenIdentifier{}})
 	require.Error(t, err)
-	s, err := New(Config{Identifier: tokenIdentifier{}, Identities: newFakeIdentities()})
+	s, err := New(Config{Identifier: tokenIdentifier{}, Identities: agenttest.New(nil)})
 	require.NoError(t, err)
 	require.Equal(t, DefaultFetchTimeout, s.cfg.FetchTimeout)
 	require.NotNil(t, s.log)

@@ -10,8 +10,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/agent"
 )
@@ -103,7 +101,7 @@ func (s *Server) StreamSecrets(ss grpc.BidiStreamingServer[discoveryv3.Discovery
 // certificate.
 func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	if err := checkTypeURL(req); err != nil {
-		return nil, err
+		return nil, agent.Status(s.log.With("method", "FetchSecrets"), "wrong type_url", err)
 	}
 	w, sub, err := s.subscribe(ctx, "FetchSecrets")
 	if err != nil {
@@ -119,13 +117,11 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	for {
 		svid, err := sub.SVID()
 		if err != nil {
-			log.Warn("identity refused", "error", err)
-			return nil, toStatus(err)
+			return nil, agent.Status(log, "identity refused", err)
 		}
 		a, err = resolve(names, view{caller: w.ID, svid: svid, bundles: sub.Bundles()})
 		if err != nil {
-			log.Error("build secrets", "error", err)
-			return nil, status.Error(codes.Internal, "internal error")
+			return nil, agent.Status(log, "build secrets", fmt.Errorf("%w: %w", agent.ErrInternal, err))
 		}
 		if len(a.pending) == 0 {
 			break
@@ -136,10 +132,9 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 		case <-wait.Done():
 		}
 		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, agent.Status(log, "fetch secrets", ctx.Err())
 		}
-		log.Warn("secrets not ready", "pending", a.pending)
-		return nil, status.Error(codes.Unavailable, "secrets not ready yet")
+		return nil, agent.Status(log.With("pending", a.pending), "secrets not ready", fmt.Errorf("%w: secrets still being fetched", agent.ErrNotReady))
 	}
 	if len(a.omitted) > 0 {
 		log.Warn("resources not served", "names", a.omitted)
@@ -155,52 +150,29 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 // DeltaSecrets is not served: Envoy uses StreamSecrets unless configured
 // for delta xDS.
 func (s *Server) DeltaSecrets(grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
-	return status.Error(codes.Unimplemented, "delta SDS is not supported; use StreamSecrets")
+	return agent.Status(s.log, "delta SDS call", fmt.Errorf("delta SDS is %w; use StreamSecrets", agent.ErrUnimplemented))
 }
 
 // subscribe identifies the caller and subscribes to its identity.
 func (s *Server) subscribe(ctx context.Context, method string) (agent.Workload, agent.Subscription, error) {
 	w, err := s.cfg.Identifier.Identify(ctx)
 	if err != nil {
-		s.log.Warn("workload not identified", "method", method, "error", err)
-		return agent.Workload{}, nil, toStatus(err)
+		return agent.Workload{}, nil, agent.Status(s.log.With("method", method), "workload not identified", err)
 	}
 	if w.ID.IsZero() {
-		s.log.Error("identifier returned no SPIFFE ID", "method", method)
-		return agent.Workload{}, nil, status.Error(codes.PermissionDenied, "workload could not be identified")
+		err := fmt.Errorf("%w: identifier returned no SPIFFE ID", agent.ErrNotIdentified)
+		return agent.Workload{}, nil, agent.Status(s.log.With("method", method), "workload not identified", err)
 	}
 	sub, err := s.cfg.Identities.Subscribe(ctx, w)
 	if err != nil {
-		s.log.Warn("subscribe", "method", method, "spiffe_id", w.ID.String(), "error", err)
-		return agent.Workload{}, nil, toStatus(err)
+		return agent.Workload{}, nil, agent.Status(s.log.With("method", method, "spiffe_id", w.ID.String()), "subscribe", err)
 	}
 	return w, sub, nil
 }
 
-// toStatus is the one mapping from errors to gRPC status at this boundary.
-// The client gets a short message; the details were logged.
-func toStatus(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, agent.ErrNotIdentified):
-		return status.Error(codes.PermissionDenied, "workload could not be identified")
-	case errors.Is(err, agent.ErrDenied):
-		return status.Error(codes.PermissionDenied, "identity refused by the CA")
-	case errors.Is(err, agent.ErrCredentialExpired):
-		return status.Error(codes.Unauthenticated, "token no longer accepted, reconnect with a fresh one")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	}
-	if st, ok := status.FromError(err); ok {
-		return status.Error(st.Code(), st.Code().String())
-	}
-	return status.Error(codes.Internal, "internal error")
-}
-
 func checkTypeURL(req *discoveryv3.DiscoveryRequest) error {
 	if t := req.GetTypeUrl(); t != "" && t != SecretTypeURL {
-		return status.Error(codes.InvalidArgument, fmt.Sprintf("type_url %q is not %s", t, SecretTypeURL))
+		return fmt.Errorf("%w: type_url %q is not %s", agent.ErrBadRequest, t, SecretTypeURL)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -59,7 +60,7 @@ func (st *stream) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			return agent.Status(st.log, "stream ended", ctx.Err())
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
 				return nil
@@ -80,8 +81,7 @@ func (st *stream) run(ctx context.Context) error {
 // onRequest applies one DiscoveryRequest.
 func (st *stream) onRequest(req *discoveryv3.DiscoveryRequest) error {
 	if err := checkTypeURL(req); err != nil {
-		st.log.Warn("wrong type_url", "type_url", req.GetTypeUrl())
-		return err
+		return agent.Status(st.log, "wrong type_url", err)
 	}
 	if st.nonce != "" {
 		// A reply to a response: it must answer the latest one. An older
@@ -128,13 +128,11 @@ func (st *stream) push(changed bool) error {
 	}
 	svid, err := st.sub.SVID()
 	if err != nil {
-		st.log.Warn("identity refused", "error", err)
-		return toStatus(err)
+		return agent.Status(st.log, "identity refused", err)
 	}
 	a, err := resolve(st.names, view{caller: st.caller, svid: svid, bundles: st.sub.Bundles()})
 	if err != nil {
-		st.log.Error("build secrets", "error", err)
-		return status.Error(codes.Internal, "internal error")
+		return agent.Status(st.log, "build secrets", fmt.Errorf("%w: %w", agent.ErrInternal, err))
 	}
 	st.report(a)
 	if len(a.resources) == 0 || (!changed && a.version == st.version) {

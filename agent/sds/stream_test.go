@@ -17,6 +17,7 @@ import (
 
 	"github.com/lanyard-id/lanyard/agent"
 	"github.com/lanyard-id/lanyard/agent/sds/sdstest"
+	"github.com/lanyard-id/lanyard/ca/catest"
 )
 
 // quietWindow is how long a test watches for responses that must not come.
@@ -73,10 +74,10 @@ func requireCert(t *testing.T, s *tlsv3.Secret, svid *x509svid.SVID) {
 	require.Contains(t, string(key), "-----BEGIN PRIVATE KEY-----") // PKCS#8
 }
 
-func requireRoots(t *testing.T, s *tlsv3.Secret, ca *testCA) {
+func requireRoots(t *testing.T, s *tlsv3.Secret, ca *catest.CA) {
 	t.Helper()
 	require.NotNil(t, s)
-	require.Equal(t, string(encodeCerts(ca.bundle().X509Authorities())),
+	require.Equal(t, string(encodeCerts(ca.Bundle().X509Authorities())),
 		string(s.GetValidationContext().GetTrustedCa().GetInlineBytes()))
 }
 
@@ -89,7 +90,7 @@ func TestStreamSubscribeACK(t *testing.T) {
 	require.NotEmpty(t, r.Version)
 	require.NotEmpty(t, r.Nonce)
 	require.Equal(t, []string{"default", "ROOTCA"}, r.Names())
-	requireCert(t, r.Secret("default"), h.ids.svids[alice])
+	requireCert(t, r.Secret("default"), h.ids.Identity(alice).Current())
 	requireRoots(t, r.Secret("ROOTCA"), h.ca)
 
 	quiet(t, c) // the ACK asks for nothing new
@@ -100,7 +101,7 @@ func TestStreamSubscribeACK(t *testing.T) {
 	require.Zero(t, testutil.ToFloat64(h.metrics.NACKs))
 
 	c.Close()
-	require.Eventually(t, func() bool { return h.ids.live() == 0 }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return h.ids.Live() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"the stream's subscription is closed")
 	require.Eventually(t, func() bool { return testutil.ToFloat64(h.metrics.Streams) == 0 }, 5*time.Second, 10*time.Millisecond)
 }
@@ -110,25 +111,25 @@ func TestStreamPushesRotationAndBundleChange(t *testing.T) {
 	c := h.client(sdstest.Config{Token: "alice-token", Names: []string{"default", "ROOTCA"}})
 	first := next(t, c)
 
-	rotated := h.ca.issue(t, alice)
+	rotated := h.ca.Issue(t, alice)
 	start := time.Now()
-	h.ids.setSVID(alice, rotated)
+	h.ids.SetSVID(alice, rotated)
 	r := next(t, c)
 	require.Less(t, time.Since(start), time.Second, "rotation pushed within 1s")
 	require.NotEqual(t, first.Version, r.Version)
 	require.NotEqual(t, first.Nonce, r.Nonce)
 	requireCert(t, r.Secret("default"), rotated)
 
-	nextRoot := newCA(t, tdLocal)
+	nextRoot := catest.New(t, catest.Options{TrustDomain: tdLocal})
 	start = time.Now()
-	h.ids.setBundles(nextRoot.bundle(), h.fed.bundle())
+	h.ids.SetBundles(nextRoot.Bundle(), h.fed.Bundle())
 	r = next(t, c)
 	require.Less(t, time.Since(start), time.Second, "bundle change pushed within 1s")
 	requireRoots(t, r.Secret("ROOTCA"), nextRoot)
 
 	// Another workload's rotation and a wake-up without change push nothing.
-	h.ids.setSVID(bob, h.ca.issue(t, bob))
-	h.ids.poke()
+	h.ids.SetSVID(bob, h.ca.Issue(t, bob))
+	h.ids.Poke()
 	quiet(t, c)
 }
 
@@ -138,12 +139,12 @@ func TestStreamNACKNotResent(t *testing.T) {
 	first := next(t, c)
 
 	c.NACKNext("certificate rejected by test")
-	h.ids.setSVID(alice, h.ca.issue(t, alice))
+	h.ids.SetSVID(alice, h.ca.Issue(t, alice))
 	bad := nextNACKed(t, c)
 	require.NotEqual(t, first.Version, bad.Version)
 
 	// Nothing answers the NACK, not even a wake-up of the subscription.
-	h.ids.poke()
+	h.ids.Poke()
 	quiet(t, c)
 	require.Eventually(t, func() bool {
 		return h.logs.count("client rejected secrets", "certificate rejected by test", "version="+bad.Version) == 1
@@ -152,8 +153,8 @@ func TestStreamNACKNotResent(t *testing.T) {
 	require.Equal(t, first.Version, c.Acked(), "the client keeps the last version it accepted")
 
 	// The next change is pushed, and ACKed.
-	good := h.ca.issue(t, alice)
-	h.ids.setSVID(alice, good)
+	good := h.ca.Issue(t, alice)
+	h.ids.SetSVID(alice, good)
 	r := next(t, c)
 	require.NotEqual(t, bad.Version, r.Version)
 	requireCert(t, r.Secret("default"), good)
@@ -176,7 +177,7 @@ func TestStreamSubscriptionChange(t *testing.T) {
 	require.NoError(t, c.Subscribe("ROOTCA", "default"))
 	r := next(t, c)
 	require.Equal(t, []string{"ROOTCA", "default"}, r.Names())
-	requireCert(t, r.Secret("default"), h.ids.svids[alice])
+	requireCert(t, r.Secret("default"), h.ids.Identity(alice).Current())
 	quiet(t, c)
 }
 
@@ -189,7 +190,7 @@ func TestStreamUnknownNames(t *testing.T) {
 	require.Equal(t, 1, h.logs.count("resources not served", "file-cert:/etc/certs/cert.pem", "spiffe://nowhere.test", bob.String()))
 
 	// The stream lives on: rotations are pushed, the warning is not repeated.
-	h.ids.setSVID(alice, h.ca.issue(t, alice))
+	h.ids.SetSVID(alice, h.ca.Issue(t, alice))
 	require.Equal(t, []string{"default"}, next(t, c).Names())
 	require.Equal(t, 1, h.logs.count("resources not served"))
 
@@ -205,13 +206,13 @@ func TestStreamSPIFFEIDNames(t *testing.T) {
 	c := h.client(sdstest.Config{Token: "alice-token", Names: []string{alice.String(), bob.String()}})
 	r := next(t, c)
 	require.Equal(t, []string{alice.String()}, r.Names(), "own identity only")
-	requireCert(t, r.Secret(alice.String()), h.ids.svids[alice])
+	requireCert(t, r.Secret(alice.String()), h.ids.Identity(alice).Current())
 
-	_, bobKey := pemOf(t, h.ids.svids[bob])
+	_, bobKey := pemOf(t, h.ids.Identity(bob).Current())
 	for _, s := range r.Secrets {
 		require.False(t, bytes.Equal(s.GetTlsCertificate().GetPrivateKey().GetInlineBytes(), bobKey), "bob's key served to alice")
 	}
-	require.Equal(t, 0, h.ids.subscribed(bob), "alice's stream never touched bob's subscription")
+	require.Equal(t, 0, h.ids.Subscribed(bob), "alice's stream never touched bob's subscription")
 }
 
 func TestStreamAllResources(t *testing.T) {
@@ -219,31 +220,31 @@ func TestStreamAllResources(t *testing.T) {
 	c := h.client(sdstest.Config{Token: "alice-token"}) // empty resource_names
 	r := next(t, c)
 	require.Equal(t, []string{alice.String(), "spiffe://cluster.local", "spiffe://example.org"}, r.Names())
-	requireCert(t, r.Secret(alice.String()), h.ids.svids[alice])
+	requireCert(t, r.Secret(alice.String()), h.ids.Identity(alice).Current())
 	requireRoots(t, r.Secret("spiffe://cluster.local"), h.ca)
 	requireRoots(t, r.Secret("spiffe://example.org"), h.fed)
 }
 
 func TestStreamPendingFirstSVID(t *testing.T) {
 	h := newHarness(t, Config{})
-	h.ids.setSVID(alice, nil)
+	h.ids.SetSVID(alice, nil)
 
 	// ROOTCA is answered; default waits for the SVID, never empty.
 	c := h.client(sdstest.Config{Token: "alice-token", Names: []string{"default", "ROOTCA"}})
 	require.Equal(t, []string{"ROOTCA"}, next(t, c).Names())
 	quiet(t, c)
 
-	svid := h.ca.issue(t, alice)
-	h.ids.setSVID(alice, svid)
+	svid := h.ca.Issue(t, alice)
+	h.ids.SetSVID(alice, svid)
 	r := next(t, c)
 	require.Equal(t, []string{"default", "ROOTCA"}, r.Names())
 	requireCert(t, r.Secret("default"), svid)
 
 	// A stream asking for the certificate only gets no response at all.
-	h.ids.setSVID(alice, nil)
+	h.ids.SetSVID(alice, nil)
 	only := h.client(sdstest.Config{Token: "alice-token", Names: []string{"default"}})
 	quiet(t, only)
-	h.ids.setSVID(alice, svid)
+	h.ids.SetSVID(alice, svid)
 	requireCert(t, next(t, only).Secret("default"), svid)
 }
 
@@ -256,10 +257,10 @@ func TestStreamRefused(t *testing.T) {
 		{name: "no token, no attestation", token: ""},
 		{name: "unknown token", token: "mallory-token"},
 		{name: "subscription denied", token: "carol-token", setup: func(h *harness) {
-			h.ids.refuse(carol, fmt.Errorf("subscribe: %w", agent.ErrNotIdentified))
+			h.ids.Refuse(carol, fmt.Errorf("subscribe: %w", agent.ErrNotIdentified))
 		}},
 		{name: "identity refused by the CA", token: "carol-token", setup: func(h *harness) {
-			h.ids.deny(carol, fmt.Errorf("%w: PermissionDenied", agent.ErrDenied))
+			h.ids.Deny(carol, fmt.Errorf("%w: PermissionDenied", agent.ErrDenied))
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,7 +275,7 @@ func TestStreamRefused(t *testing.T) {
 				t.Fatal("stream not ended")
 			}
 			require.Equal(t, codes.PermissionDenied, status.Code(c.Err()), "%v", c.Err())
-			require.Zero(t, h.ids.live())
+			require.Zero(t, h.ids.Live())
 		})
 	}
 }
@@ -283,7 +284,7 @@ func TestStreamDeniedMidStream(t *testing.T) {
 	h := newHarness(t, Config{})
 	c := h.client(sdstest.Config{Token: "alice-token", Names: []string{"default"}})
 	next(t, c)
-	h.ids.deny(alice, fmt.Errorf("%w: InvalidArgument", agent.ErrDenied))
+	h.ids.Deny(alice, fmt.Errorf("%w: InvalidArgument", agent.ErrDenied))
 	select {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):
@@ -306,7 +307,7 @@ func TestStreamStaleNonceIgnored(t *testing.T) {
 	require.Eventually(t, func() bool { return h.logs.count("stale nonce; request ignored", "stale-nonce") == 1 },
 		5*time.Second, 10*time.Millisecond)
 
-	h.ids.setSVID(alice, h.ca.issue(t, alice))
+	h.ids.SetSVID(alice, h.ca.Issue(t, alice))
 	require.Equal(t, []string{"default", "ROOTCA"}, next(t, c).Names(), "the subscription did not change")
 }
 
@@ -325,8 +326,8 @@ func TestStreamReconnect(t *testing.T) {
 	// Server restart: the client reconnects and gets the current state,
 	// including a rotation that happened while the server was down.
 	h.stop()
-	rotated := h.ca.issue(t, alice)
-	h.ids.setSVID(alice, rotated)
+	rotated := h.ca.Issue(t, alice)
+	h.ids.SetSVID(alice, rotated)
 	h.start()
 	r = next(t, c)
 	requireCert(t, r.Secret("default"), rotated)
@@ -348,7 +349,7 @@ func TestStreamCredentialExpired(t *testing.T) {
 	h := newHarness(t, Config{})
 	c := h.client(sdstest.Config{Token: "alice-token", Names: []string{"default"}})
 	next(t, c)
-	h.ids.deny(alice, fmt.Errorf("%w: token expired", agent.ErrCredentialExpired))
+	h.ids.Deny(alice, fmt.Errorf("%w: token expired", agent.ErrCredentialExpired))
 	select {
 	case <-c.Done():
 	case <-time.After(5 * time.Second):

@@ -12,8 +12,10 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lanyard-id/lanyard/agent"
+	"github.com/lanyard-id/lanyard/agent/agenttest"
 	"github.com/lanyard-id/lanyard/agent/attest"
 	"github.com/lanyard-id/lanyard/agent/workloadapi"
+	"github.com/lanyard-id/lanyard/ca/catest"
 )
 
 // Wiring the Workload API on the agent's socket. identities is the agent
@@ -56,8 +58,20 @@ func exampleIdentities() workloadapi.Identities {
 
 type exampleManager struct{}
 
-func (exampleManager) Subscribe(_ context.Context, w agent.Workload) (agent.Subscription, error) {
-	ca := newCA(panicT{}, "cluster.local")
-	id := newIdentity(ca.svid(panicT{}, w.ID, 1), ca.bundle())
-	return newIdentities(map[spiffeid.ID]*fakeIdentity{w.ID: id}).Subscribe(context.Background(), w)
+func (exampleManager) Subscribe(ctx context.Context, w agent.Workload) (agent.Subscription, error) {
+	dir, err := os.MkdirTemp("", "lanyard-example-ca")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	ca, err := catest.Build(dir, catest.Options{TrustDomain: w.ID.TrustDomain()})
+	if err != nil {
+		return nil, err
+	}
+	svid, err := ca.IssueSVID(w.ID)
+	if err != nil {
+		return nil, err
+	}
+	id := agenttest.NewIdentity(svid, ca.Bundle())
+	return agenttest.New(map[spiffeid.ID]*agenttest.Identity{w.ID: id}).Subscribe(ctx, w)
 }

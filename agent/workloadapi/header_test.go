@@ -76,5 +76,5 @@ func TestSecurityHeader(t *testing.T) {
 		err := calls[name](metadata.AppendToOutgoingContext(ctxT(t), "workload.spiffe.io", "true"))
 		require.Equal(t, codes.Unimplemented, status.Code(err), name)
 	}
-	require.Empty(t, e.ids.workloads(), "no caller without the header was even identified")
+	require.Empty(t, e.ids.Workloads(), "no caller without the header was even identified")
 }

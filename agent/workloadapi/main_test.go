@@ -3,20 +3,17 @@ package workloadapi_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lanyard-id/lanyard/internal/reexectest"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	spiffeworkload "github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
@@ -30,14 +27,9 @@ import (
 const childSocketEnv = "LANYARD_WORKLOADAPI_TEST_CHILD_SOCKET"
 
 // nobody is the uid and gid children run as.
-const nobody = 65534
+const nobody = reexectest.Nobody
 
-func TestMain(m *testing.M) {
-	if sock := os.Getenv(childSocketEnv); sock != "" {
-		os.Exit(runChild(sock))
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { reexectest.Main(m, childSocketEnv, runChild) }
 
 func runChild(sock string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -101,38 +93,12 @@ func client(t *testing.T, sock string, opts ...grpc.DialOption) *spiffeworkload.
 	return c
 }
 
-// runAsNobody runs this test binary as uid/gid 65534 in child mode against
-// sock and returns what it printed (a status code name).
+// runAsNobody runs this test binary as nobody in child mode against sock
+// and returns what it printed (a status code name).
 func runAsNobody(t *testing.T, sock string) string {
 	t.Helper()
-	self, err := os.Executable()
-	require.NoError(t, err)
-	bin := filepath.Join(worldDir(t), "child.test")
-	in, err := os.Open(self)
-	require.NoError(t, err)
-	defer in.Close()
-	out, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	require.NoError(t, err)
-	_, err = io.Copy(out, in)
-	require.NoError(t, err)
-	require.NoError(t, out.Close())
-
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), childSocketEnv+"="+sock)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	printed, err := cmd.Output()
-	require.NoError(t, err, "child: %s", stderr.String())
-	return string(printed)
+	out, _ := reexectest.RunAsNobody(t, childSocketEnv, sock)
+	return out
 }
 
-// worldDir is a temporary directory every user may enter: t.TempDir and
-// the per-test directory above it are 0700.
-func worldDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, 0o755))
-	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
-	return dir
-}
+func worldDir(t *testing.T) string { return reexectest.WorldDir(t) }

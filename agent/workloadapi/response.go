@@ -30,7 +30,7 @@ func x509SVIDResponse(sub agent.Subscription) (resp *workload.X509SVIDResponse, 
 	}
 	chain, key, err := svid.MarshalRaw()
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %w", errInternal, err)
+		return nil, false, fmt.Errorf("%w: %w", agent.ErrInternal, err)
 	}
 	return &workload.X509SVIDResponse{
 		Svids: []*workload.X509SVID{{

@@ -3,12 +3,11 @@ package workloadapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lanyard-id/lanyard/agent"
@@ -121,18 +120,18 @@ func serve[T proto.Message](s *Server, ctx context.Context, method string,
 	build func(agent.Workload, agent.Subscription) (resp T, ok bool, err error),
 	send func(T) error,
 ) error {
-	if err := checkSecurityHeader(ctx); err != nil {
-		return err
-	}
 	log := s.log.With("method", method)
+	if err := checkSecurityHeader(ctx); err != nil {
+		return agent.Status(log, "workload api call refused", err)
+	}
 	w, err := s.id.Identify(ctx)
 	if err != nil {
-		return toStatus(log, "workload api caller refused", err)
+		return agent.Status(log, "workload api caller refused", err)
 	}
 	log = log.With("spiffe_id", w.ID.String())
 	sub, err := s.ids.Subscribe(ctx, w)
 	if err != nil {
-		return toStatus(log, "workload api subscribe failed", err)
+		return agent.Status(log, "workload api subscribe failed", err)
 	}
 	defer sub.Close()
 	s.streams.Inc()
@@ -144,7 +143,7 @@ func serve[T proto.Message](s *Server, ctx context.Context, method string,
 	for {
 		resp, ok, err := build(w, sub)
 		if err != nil {
-			return toStatus(log, "workload api stream ended", err)
+			return agent.Status(log, "workload api stream ended", err)
 		}
 		if ok && (!sent || !proto.Equal(resp, last)) {
 			if err := send(resp); err != nil {
@@ -159,7 +158,7 @@ func serve[T proto.Message](s *Server, ctx context.Context, method string,
 			return nil
 		case _, ok := <-sub.Updates():
 			if !ok {
-				return status.Error(codes.Unavailable, "agent is shutting down")
+				return agent.Status(log, "workload api stream ended", fmt.Errorf("%w: the agent is shutting down", agent.ErrNotReady))
 			}
 		}
 	}
@@ -170,34 +169,35 @@ func serve[T proto.Message](s *Server, ctx context.Context, method string,
 
 // FetchJWTSVID answers Unimplemented.
 func (s *Server) FetchJWTSVID(ctx context.Context, _ *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
-	return nil, unimplemented(ctx, "JWT-SVIDs")
+	return nil, s.unimplemented(ctx, "JWT-SVIDs")
 }
 
 // FetchJWTBundles answers Unimplemented.
 func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
-	return unimplemented(stream.Context(), "JWT bundles")
+	return s.unimplemented(stream.Context(), "JWT bundles")
 }
 
 // ValidateJWTSVID answers Unimplemented.
 func (s *Server) ValidateJWTSVID(ctx context.Context, _ *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
-	return nil, unimplemented(ctx, "JWT-SVID validation")
+	return nil, s.unimplemented(ctx, "JWT-SVID validation")
 }
 
 // FetchWITSVID answers Unimplemented.
 func (s *Server) FetchWITSVID(_ *workload.WITSVIDRequest, stream workload.SpiffeWorkloadAPI_FetchWITSVIDServer) error {
-	return unimplemented(stream.Context(), "WIT-SVIDs")
+	return s.unimplemented(stream.Context(), "WIT-SVIDs")
 }
 
 // FetchWITBundles answers Unimplemented.
 func (s *Server) FetchWITBundles(_ *workload.WITBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchWITBundlesServer) error {
-	return unimplemented(stream.Context(), "WIT bundles")
+	return s.unimplemented(stream.Context(), "WIT bundles")
 }
 
-func unimplemented(ctx context.Context, what string) error {
-	if err := checkSecurityHeader(ctx); err != nil {
-		return err
+func (s *Server) unimplemented(ctx context.Context, what string) error {
+	err := checkSecurityHeader(ctx)
+	if err == nil {
+		err = fmt.Errorf("%s are %w", what, agent.ErrUnimplemented)
 	}
-	return status.Errorf(codes.Unimplemented, "%s are not served by this agent", what)
+	return agent.Status(s.log, "workload api call not served", err)
 }
 
 type nopMetric struct{}

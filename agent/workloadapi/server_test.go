@@ -24,7 +24,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lanyard-id/lanyard/agent"
+	"github.com/lanyard-id/lanyard/agent/agenttest"
 	"github.com/lanyard-id/lanyard/agent/workloadapi"
+	"github.com/lanyard-id/lanyard/ca/catest"
 )
 
 var (
@@ -36,9 +38,9 @@ var (
 // (identified by the token dbToken), and a federated trust domain.
 type env struct {
 	sock            string
-	ids             *fakeIdentities
-	web, db         *fakeIdentity
-	ca, partner     *testCA
+	ids             *agenttest.Identities
+	web, db         *agenttest.Identity
+	ca, partner     *catest.CA
 	dbToken         string
 	streams, served *fakeMetric
 }
@@ -46,9 +48,9 @@ type env struct {
 func newEnv(t *testing.T, dir string) *env {
 	t.Helper()
 	e := &env{ca: newCA(t, "cluster.local"), partner: newCA(t, "partner.example"), streams: &fakeMetric{}, served: &fakeMetric{}}
-	e.web = newIdentity(e.ca.svid(t, webID, 1), e.ca.bundle(), e.partner.bundle())
-	e.db = newIdentity(e.ca.svid(t, dbID, 1), e.ca.bundle(), e.partner.bundle())
-	e.ids = newIdentities(map[spiffeid.ID]*fakeIdentity{webID: e.web, dbID: e.db})
+	e.web = agenttest.NewIdentity(e.ca.Issue(t, webID), e.ca.Bundle(), e.partner.Bundle())
+	e.db = agenttest.NewIdentity(e.ca.Issue(t, dbID), e.ca.Bundle(), e.partner.Bundle())
+	e.ids = agenttest.New(map[spiffeid.ID]*agenttest.Identity{webID: e.web, dbID: e.db})
 	e.dbToken = projectedToken(t, "shop", "db")
 	e.sock = serve(t, dir, workloadapi.Config{Identifier: identifier(t), Identities: e.ids, Streams: e.streams, SVIDsServed: e.served})
 	return e
@@ -97,7 +99,7 @@ func TestFetchX509Context(t *testing.T) {
 
 	require.Len(t, x509Ctx.SVIDs, 1)
 	got := x509Ctx.SVIDs[0]
-	want := e.web.svid
+	want := e.web.Current()
 	require.Equal(t, webID, got.ID)
 	require.Equal(t, want.Certificates[0].Raw, got.Certificates[0].Raw)
 	require.True(t, sameKey(want.PrivateKey, got.PrivateKey), "the workload gets its own key")
@@ -106,14 +108,14 @@ func TestFetchX509Context(t *testing.T) {
 	require.Equal(t, 2, x509Ctx.Bundles.Len())
 	own, ok := x509Ctx.Bundles.Get(td)
 	require.True(t, ok)
-	require.Equal(t, []*x509.Certificate{e.ca.cert}, own.X509Authorities())
-	fed, ok := x509Ctx.Bundles.Get(e.partner.td)
+	require.Equal(t, []*x509.Certificate{e.ca.Bundle().X509Authorities()[0]}, own.X509Authorities())
+	fed, ok := x509Ctx.Bundles.Get(e.partner.TrustDomain)
 	require.True(t, ok)
-	require.Equal(t, []*x509.Certificate{e.partner.cert}, fed.X509Authorities())
+	require.Equal(t, []*x509.Certificate{e.partner.Bundle().X509Authorities()[0]}, fed.X509Authorities())
 	_, _, err = x509svid.Verify(got.Certificates, x509Ctx.Bundles)
 	require.NoError(t, err)
 
-	w := e.ids.workloads()
+	w := e.ids.Workloads()
 	require.Len(t, w, 1)
 	require.Equal(t, webID, w[0].ID)
 	require.Empty(t, w[0].Token)
@@ -128,8 +130,8 @@ func TestFetchX509Bundles(t *testing.T) {
 	require.Equal(t, 2, set.Len())
 	own, ok := set.Get(td)
 	require.True(t, ok)
-	require.Equal(t, []*x509.Certificate{e.ca.cert}, own.X509Authorities())
-	_, ok = set.Get(e.partner.td)
+	require.Equal(t, []*x509.Certificate{e.ca.Bundle().X509Authorities()[0]}, own.X509Authorities())
+	_, ok = set.Get(e.partner.TrustDomain)
 	require.True(t, ok)
 	require.Zero(t, e.served.n.Load(), "no SVID left the agent")
 }
@@ -151,26 +153,26 @@ func TestWatchSeesRotationAndBundleChange(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	first := <-w.updates
-	require.Equal(t, int64(1), first.DefaultSVID().Certificates[0].SerialNumber.Int64())
+	require.Equal(t, e.web.Current().Certificates[0].Raw, first.DefaultSVID().Certificates[0].Raw)
 	require.Equal(t, int64(1), e.streams.n.Load())
 
 	// Rotation: a new certificate and a new key.
-	rotated := e.ca.svid(t, webID, 2)
-	e.web.set(rotated, nil)
+	rotated := e.ca.Issue(t, webID)
+	e.web.Set(rotated, nil)
 	second := <-w.updates
-	require.Equal(t, int64(2), second.DefaultSVID().Certificates[0].SerialNumber.Int64())
+	require.Equal(t, rotated.Certificates[0].Raw, second.DefaultSVID().Certificates[0].Raw)
 	require.True(t, sameKey(rotated.PrivateKey, second.DefaultSVID().PrivateKey))
 
 	// Root rotation prepared: the new root joins the bundle.
 	next := newCA(t, "cluster.local")
-	both := x509bundle.FromX509Authorities(td, []*x509.Certificate{e.ca.cert, next.cert})
-	e.web.set(rotated, nil, both, e.partner.bundle())
+	both := x509bundle.FromX509Authorities(td, []*x509.Certificate{e.ca.Bundle().X509Authorities()[0], next.Bundle().X509Authorities()[0]})
+	e.web.Set(rotated, nil, both, e.partner.Bundle())
 	third := <-w.updates
 	own, _ := third.Bundles.Get(td)
 	require.Len(t, own.X509Authorities(), 2)
 
 	// Federation dropped: the next response no longer has it.
-	e.web.set(rotated, nil, both)
+	e.web.Set(rotated, nil, both)
 	fourth := <-w.updates
 	require.Equal(t, 1, fourth.Bundles.Len())
 	requireCount(t, 4, e.served)
@@ -189,7 +191,7 @@ func rawFetch(t *testing.T, sock string, md ...string) workload.SpiffeWorkloadAP
 }
 
 func TestUnidentifiedCallerIsDenied(t *testing.T) {
-	ids := newIdentities(nil)
+	ids := agenttest.New(nil)
 	// An identifier that knows no uid: the test process is not identified.
 	sock := serve(t, t.TempDir(), workloadapi.Config{Identifier: noRules(t), Identities: ids})
 	c := client(t, sock)
@@ -197,7 +199,7 @@ func TestUnidentifiedCallerIsDenied(t *testing.T) {
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	_, err = c.FetchX509Bundles(ctxT(t))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
-	require.Empty(t, ids.workloads())
+	require.Empty(t, ids.Workloads())
 
 	// A malformed token does not identify anyone either.
 	_, err = client(t, sock, bearer("not-a-jwt")).FetchX509SVID(ctxT(t))
@@ -218,7 +220,7 @@ func TestOtherUserIsDenied(t *testing.T) {
 
 func TestDeniedByCA(t *testing.T) {
 	e := newEnv(t, t.TempDir())
-	e.web.set(nil, fmt.Errorf("%w: service account shop/web may not have an SVID", agent.ErrDenied))
+	e.web.Set(nil, fmt.Errorf("%w: service account shop/web may not have an SVID", agent.ErrDenied))
 	c := client(t, e.sock)
 	_, err := c.FetchX509SVID(ctxT(t))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
@@ -227,28 +229,28 @@ func TestDeniedByCA(t *testing.T) {
 
 	// Refused while streaming: the stream ends with PermissionDenied, and
 	// the client must stop using its SVID.
-	e.web.set(e.ca.svid(t, webID, 3), nil)
+	e.web.Set(e.ca.Issue(t, webID), nil)
 	stream := rawFetch(t, e.sock, "workload.spiffe.io", "true")
 	_, err = stream.Recv()
 	require.NoError(t, err)
-	e.web.set(nil, fmt.Errorf("%w: identity revoked", agent.ErrDenied))
+	e.web.Set(nil, fmt.Errorf("%w: identity revoked", agent.ErrDenied))
 	_, err = stream.Recv()
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 
 	// A token that stopped working: Unauthenticated, the client reconnects
 	// and is identified again with its current token.
-	e.web.set(e.ca.svid(t, webID, 4), nil)
+	e.web.Set(e.ca.Issue(t, webID), nil)
 	stream = rawFetch(t, e.sock, "workload.spiffe.io", "true")
 	_, err = stream.Recv()
 	require.NoError(t, err)
-	e.web.set(nil, fmt.Errorf("%w: token expired", agent.ErrCredentialExpired))
+	e.web.Set(nil, fmt.Errorf("%w: token expired", agent.ErrCredentialExpired))
 	_, err = stream.Recv()
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
 }
 
 func TestPendingSVIDIsAwaited(t *testing.T) {
 	e := newEnv(t, t.TempDir())
-	e.web.set(nil, nil) // being fetched from the CA
+	e.web.Set(nil, nil) // being fetched from the CA
 	c := client(t, e.sock)
 	res := make(chan error, 1)
 	var got *x509svid.SVID
@@ -259,11 +261,11 @@ func TestPendingSVIDIsAwaited(t *testing.T) {
 	}()
 	// The server looked, found nothing yet, and sent nothing: an empty
 	// response would have failed the client ("no SVIDs in response").
-	<-e.web.svidCalls
-	svid := e.ca.svid(t, webID, 7)
-	e.web.set(svid, nil)
+	<-e.web.SVIDCalls()
+	svid := e.ca.Issue(t, webID)
+	e.web.Set(svid, nil)
 	require.NoError(t, <-res)
-	require.Equal(t, int64(7), got.Certificates[0].SerialNumber.Int64())
+	require.Equal(t, svid.Certificates[0].Raw, got.Certificates[0].Raw)
 }
 
 func TestWorkloadsOnlyGetTheirOwnKey(t *testing.T) {
@@ -283,11 +285,11 @@ func TestWorkloadsOnlyGetTheirOwnKey(t *testing.T) {
 		require.NoError(t, dbErr)
 		require.Equal(t, webID, webSVID.ID)
 		require.Equal(t, dbID, dbSVID.ID)
-		require.True(t, sameKey(e.web.svid.PrivateKey, webSVID.PrivateKey))
-		require.True(t, sameKey(e.db.svid.PrivateKey, dbSVID.PrivateKey))
+		require.True(t, sameKey(e.web.Current().PrivateKey, webSVID.PrivateKey))
+		require.True(t, sameKey(e.db.Current().PrivateKey, dbSVID.PrivateKey))
 		require.False(t, sameKey(webSVID.PrivateKey, dbSVID.PrivateKey))
 	}
-	for _, w := range e.ids.workloads() {
+	for _, w := range e.ids.Workloads() {
 		switch w.ID {
 		case webID:
 			require.Empty(t, w.Token)
@@ -312,12 +314,12 @@ func TestStreamLifecycle(t *testing.T) {
 	// A wake-up with nothing changed sends nothing: once the server has
 	// looked again (an SVID call), the next response is the rotation.
 	select {
-	case <-e.web.svidCalls: // the call that built the first response
+	case <-e.web.SVIDCalls(): // the call that built the first response
 	default:
 	}
-	e.web.notify()
-	<-e.web.svidCalls
-	e.web.set(e.ca.svid(t, webID, 2), nil)
+	e.web.Notify()
+	<-e.web.SVIDCalls()
+	e.web.Set(e.ca.Issue(t, webID), nil)
 	second, err := stream.Recv()
 	require.NoError(t, err)
 	require.NotEqual(t, first.Svids[0].X509Svid, second.Svids[0].X509Svid)
@@ -325,7 +327,7 @@ func TestStreamLifecycle(t *testing.T) {
 
 	// The agent stops: the stream ends with Unavailable, and the
 	// subscription is gone.
-	e.web.shutdown()
+	e.web.Shutdown()
 	_, err = stream.Recv()
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Eventually(t, func() bool { return e.streams.n.Load() == 0 }, 5*time.Second, 5*time.Millisecond)
@@ -344,9 +346,9 @@ func TestClientGoneClosesSubscription(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, resp.Bundles, "spiffe://cluster.local")
 	require.Contains(t, resp.Bundles, "spiffe://partner.example")
-	require.Equal(t, 1, e.web.open())
+	require.Equal(t, 1, e.web.Open())
 	cancel()
-	require.Eventually(t, func() bool { return e.web.open() == 0 && e.streams.n.Load() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return e.web.Open() == 0 && e.streams.n.Load() == 0 }, 5*time.Second, 5*time.Millisecond)
 }
 
 func TestNewValidates(t *testing.T) {

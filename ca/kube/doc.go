@@ -1,4 +1,4 @@
-// Package kube holds the CA's Kubernetes controllers and lookups, all built
+// Package kube holds the CA's Kubernetes lookups, all built
 // on client-go informers (a watch per resource kind, never a request per
 // call):
 //
@@ -10,12 +10,9 @@
 //     accepted only while its pod (UID from the token) is in the PodIndex,
 //     so that offline JWKS verification refuses tokens of deleted pods
 //     without a request per token.
-//   - RootCertPublisher keeps the istio-ca-root-cert ConfigMap (key
-//     root-cert.pem) in every namespace equal to the CA's trust bundle,
-//     which is where istio-agent reads the root it trusts.
-//   - IstiodCert issues istiod's serving certificate through the CA pipeline
-//     and keeps it, with its key and the roots, in the istiod-tls Secret, as
-//     Istio requires when istiod's own CA is turned off.
+//
+// The Istio controllers (root ConfigMap, istiod's certificate) are in
+// ca/istio.
 //
 // Errors that mean "the Kubernetes API cannot answer now" wrap
 // ErrUnavailable, which the gRPC boundary maps to codes.Unavailable.

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,10 +10,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -63,6 +60,10 @@ type caService struct {
 	stopping <-chan struct{}
 	banned   *bannedCache
 	pods     PodFinder // nil: k8s attestation refused
+	// controls are the admin's bans, evictions and deny list (nil: none);
+	// reports keeps what agents say they hold.
+	controls *ca.Controls
+	reports  *agentReports
 }
 
 func (s *caService) AttestAgent(ctx context.Context, req *cav1.AttestAgentRequest) (*cav1.AttestAgentResponse, error) {
@@ -110,6 +111,7 @@ func (s *caService) attestAgent(ctx context.Context, req *cav1.AttestAgentReques
 	if err := s.store.UpsertAgent(ctx, storage.AgentRecord{
 		SPIFFEID: id.String(), Cluster: sa.Cluster, NodeName: sa.NodeName, Serial: issued.Serial,
 		FirstSeen: now, LastSeen: now, NotAfter: issued.Leaf().NotAfter,
+		BundleSeqAck: req.GetAgentState().GetBundleSequence(), Workloads: req.GetAgentState().GetWorkloads(),
 	}); err != nil {
 		return nil, fmt.Errorf("record agent: %w", err)
 	}
@@ -120,6 +122,9 @@ func (s *caService) attestAgent(ctx context.Context, req *cav1.AttestAgentReques
 func (s *caService) agentAllowed(ctx context.Context, id spiffeid.ID) error {
 	if err := s.ca.Policy().AgentAllowed(id); err != nil {
 		return err
+	}
+	if s.controls != nil && s.controls.AgentBanned(id.String()) {
+		return fmt.Errorf("%w: agent %s is banned", ca.ErrPermissionDenied, id)
 	}
 	banned, err := s.banned.banned(ctx, id)
 	if err != nil {
@@ -147,6 +152,7 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 	}
 	defer admitted()
 	s.metrics.BatchSize.Observe(float64(n))
+	s.reports.report(agent.String(), req.GetAgentState(), s.clock())
 	cluster, node, _ := ca.ParseAgentID(s.ca.TrustDomain(), agent)
 	results := make([]*cav1.SVIDResult, n)
 	answer := func(ctx context.Context, i int, entry *cav1.SVIDRequest) {
@@ -156,11 +162,7 @@ func (s *caService) BatchSignSVIDs(ctx context.Context, req *cav1.BatchSignSVIDs
 			st := toStatus(err)
 			res.Code, res.Message = uint32(st.Code()), st.Message()
 			s.metrics.Rejected.WithLabelValues(method+":entry", st.Code().String()).Inc()
-			if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
-				s.log.Error("batch entry failed", "agent", agent.String(), "code", st.Code().String(), "error", err)
-			} else {
-				s.log.Info("batch entry rejected", "agent", agent.String(), "code", st.Code().String(), "reason", err.Error())
-			}
+			logRefusal(s.log, st, "batch entry", err, "method", method, "agent", agent.String())
 		} else {
 			res.Svid = svidProto(issued)
 			s.metrics.Issued.WithLabelValues(ca.KindWorkload).Inc()
@@ -188,7 +190,7 @@ func (s *caService) signEntry(ctx context.Context, agent spiffeid.ID, cluster, n
 		if r := recover(); r != nil {
 			s.metrics.PanicsRecovered.Inc()
 			s.log.Error("panic in batch entry", "panic", r)
-			iss, err = nil, errors.New("panic in batch entry")
+			iss, err = nil, fmt.Errorf("%w: batch entry", errPanic)
 		}
 	}()
 	// The slot covers the token verification too: it is half the work.
@@ -302,6 +304,9 @@ func (s *caService) peerAgent(ctx context.Context) (spiffeid.ID, error) {
 	if _, _, err := ca.ParseAgentID(s.ca.TrustDomain(), id); err != nil {
 		return spiffeid.ID{}, err
 	}
+	if s.controls != nil && s.controls.SVIDRevoked(leaf.SerialNumber.Text(16)) {
+		return spiffeid.ID{}, fmt.Errorf("%w: agent SVID of %s was evicted, attest again", ca.ErrPermissionDenied, id)
+	}
 	if err := s.agentAllowed(ctx, id); err != nil {
 		return spiffeid.ID{}, err
 	}
@@ -324,7 +329,7 @@ func (s *caService) WatchBundle(_ *cav1.WatchBundleRequest, stream cav1.CAServic
 		case <-stream.Context().Done():
 			return nil
 		case <-s.stopping:
-			return status.Error(codes.Unavailable, "CA is shutting down, reconnect")
+			return toStatus(ErrStopping).Err() // expected at every shutdown: not logged
 		case <-changed:
 		}
 	}

@@ -36,6 +36,7 @@ func TestToStatus(t *testing.T) {
 		{"no client cert", ErrNoClientCert, codes.Unauthenticated, ""},
 		{"denied", fmt.Errorf("%w: not yours", ca.ErrPermissionDenied), codes.PermissionDenied, "not yours"},
 		{"overloaded", ErrOverloaded, codes.ResourceExhausted, ""},
+		{"not found", fmt.Errorf("agent on node %q: %w", "n", storage.ErrNotFound), codes.NotFound, "node"},
 		{"store down", fmt.Errorf("record: %w", storage.ErrUnavailable), codes.Unavailable, "retry"},
 		{"store closed", storage.ErrClosed, codes.Unavailable, ""},
 		{"keys down", tokens.ErrUnavailable, codes.Unavailable, ""},
@@ -43,7 +44,9 @@ func TestToStatus(t *testing.T) {
 		{"not ready", ca.ErrNotReady, codes.Unavailable, ""},
 		{"canceled", context.Canceled, codes.Canceled, ""},
 		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded, ""},
-		{"status passes through", status.Error(codes.Aborted, "x"), codes.Aborted, "x"},
+		{"stopping", ErrStopping, codes.Unavailable, "shutting down"},
+		{"panic", errPanic, codes.Internal, "internal error"},
+		{"a status from below is not passed through", status.Error(codes.PermissionDenied, "secret detail"), codes.Internal, "internal error"},
 		{"anything else is internal and generic", errors.New("disk on fire at /var/secret"), codes.Internal, "internal error"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,7 +20,7 @@ func unaryInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor 
 			if r := recover(); r != nil {
 				m.PanicsRecovered.Inc()
 				log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				resp, err = nil, status.Error(codes.Internal, "internal error")
+				resp, err = nil, toStatus(errPanic).Err()
 			}
 			m.observe(info.FullMethod, start)
 			if code := status.Code(err); code != codes.OK {
@@ -38,7 +38,7 @@ func streamInterceptor(log *slog.Logger, m *Metrics) grpc.StreamServerIntercepto
 			if r := recover(); r != nil {
 				m.PanicsRecovered.Inc()
 				log.Error("panic in stream handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = toStatus(errPanic).Err()
 			}
 		}()
 		return handler(srv, ss)

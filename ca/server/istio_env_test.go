@@ -28,6 +28,7 @@ import (
 	istiopb "istio.io/api/security/v1alpha1"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/serving"
 	"github.com/lanyard-id/lanyard/ca/tokens"
 	"github.com/lanyard-id/lanyard/ca/upstream"
 	"github.com/lanyard-id/lanyard/storage"
@@ -107,9 +108,10 @@ func newIstioEnv(t testing.TB, o istioEnvOptions) *istioEnv {
 	}
 	clusters, err := tokens.NewClusters("dev", verifiers)
 	require.NoError(t, err)
+	cert, err := serving.New(serving.Config{CA: issuer, Keys: auth, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	require.NoError(t, err)
 	cfg := Config{
-		Addr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CA: issuer, Authority: auth, Tokens: clusters, Store: st,
-		ServingIPs: []net.IP{net.ParseIP("127.0.0.1")}, Istio: &o.istio,
+		Addr: "127.0.0.1:0", CA: issuer, Authority: auth, Tokens: clusters, Store: st, Serving: cert, Istio: &o.istio,
 	}
 	if o.overload {
 		cfg.MaxInFlight, cfg.OverloadWait = 1, time.Nanosecond
@@ -119,6 +121,7 @@ func newIstioEnv(t testing.TB, o istioEnvOptions) *istioEnv {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return writer.Run(gctx) })
+	require.NoError(t, cert.Renew(ctx)) // recorded: after the writer runs
 	g.Go(func() error { return srv.Run(gctx) })
 	t.Cleanup(func() {
 		cancel()

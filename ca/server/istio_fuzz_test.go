@@ -1,27 +1,23 @@
 package server
 
 import (
-	"context"
 	"encoding/pem"
 	"strings"
 	"testing"
 
+	"github.com/lanyard-id/lanyard/storage/storagetest"
+
 	"github.com/lanyard-id/lanyard/ca"
-	"github.com/lanyard-id/lanyard/storage"
 )
 
 type noKeys struct{}
 
 func (noKeys) Current() (*ca.X509CA, error) { return nil, ca.ErrNotReady }
 
-type noRecorder struct{}
-
-func (noRecorder) Record(context.Context, storage.CertificateRecord) error { return nil }
-
 // FuzzIstioRequest feeds the parsers of the Istio API's outside input:
 // the PEM CSR, validity_duration and an ImpersonatedIdentity.
 func FuzzIstioRequest(f *testing.F) {
-	issuer, err := ca.New(ca.Config{TrustDomain: istioTD, Keys: noKeys{}, Recorder: noRecorder{}})
+	issuer, err := ca.New(ca.Config{TrustDomain: istioTD, Keys: noKeys{}, Recorder: &storagetest.Recorder{}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -6,38 +6,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard-id/lanyard/internal/clocktest"
+
 	"github.com/stretchr/testify/require"
 )
 
-type stepClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestRateLimiter(t *testing.T) {
-	clock := &stepClock{now: time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))
 	r := newRateLimiter(2, 3, 1000, clock.Now)
 	for i := range 3 {
 		require.True(t, r.allow("a"), "burst %d", i)
 	}
 	require.False(t, r.allow("a"), "over the burst")
 	require.True(t, r.allow("b"), "another key has its own bucket")
-	clock.Add(500 * time.Millisecond)
+	clock.Advance(500 * time.Millisecond)
 	require.True(t, r.allow("a"), "one token back after 1/rate")
 	require.False(t, r.allow("a"))
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	for i := range 3 {
 		require.True(t, r.allow("a"), "refilled to the burst, not beyond: %d", i)
 	}
@@ -45,7 +30,7 @@ func TestRateLimiter(t *testing.T) {
 }
 
 func TestRateLimiterBoundedMemory(t *testing.T) {
-	clock := &stepClock{now: time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))
 	r := newRateLimiter(1e-9, 1, 100, clock.Now)
 	require.True(t, r.allow("hot"))
 	for i := range 10_000 {

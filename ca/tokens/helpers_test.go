@@ -18,6 +18,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 )
 
 func TestMain(m *testing.M) {
@@ -30,24 +32,10 @@ const (
 	testAudience = "lanyard"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_760_000_000, 0).UTC()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock is the shared fake clock (internal/clocktest) at a fixed
+// time near real tokens' issue times.
+func newFakeClock() *clocktest.Clock {
+	return clocktest.New(time.Unix(1_760_000_000, 0).UTC())
 }
 
 // Keys are made once per test binary: RSA generation is slow.

@@ -215,6 +215,12 @@ func (v *JWKSVerifier) Refresh(ctx context.Context) error {
 	return v.keys.refreshNow(ctx)
 }
 
+// KeysFetchedAt is when the key set was last fetched successfully (zero
+// before the first fetch).
+func (v *JWKSVerifier) KeysFetchedAt() time.Time {
+	return v.keys.state().fetchedAt
+}
+
 // Verify checks the token's signature, issuer, expiry, audience and
 // Kubernetes claims. Errors wrap ErrInvalidToken, ErrExpired,
 // ErrWrongAudience or ErrUnavailable with a short reason that never

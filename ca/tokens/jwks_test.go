@@ -11,10 +11,12 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 )
 
 // staticVerifier returns a verifier over a static key set of keys A and EC.
-func staticVerifier(t testing.TB, clock *fakeClock, mod ...func(*JWKSConfig)) *JWKSVerifier {
+func staticVerifier(t testing.TB, clock *clocktest.Clock, mod ...func(*JWKSConfig)) *JWKSVerifier {
 	t.Helper()
 	cfg := JWKSConfig{
 		Cluster: testCluster,

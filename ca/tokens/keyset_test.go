@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 )
 
 // jwksServer serves a key set that tests can change, counts hits, and can
@@ -46,7 +48,7 @@ func (s *jwksServer) set(status int, body []byte) {
 	s.status, s.body = status, body
 }
 
-func urlVerifier(t *testing.T, clock *fakeClock, srv *httptest.Server, url string) *JWKSVerifier {
+func urlVerifier(t *testing.T, clock *clocktest.Clock, srv *httptest.Server, url string) *JWKSVerifier {
 	t.Helper()
 	v, err := NewJWKSVerifier(JWKSConfig{
 		Cluster: testCluster, Issuer: testIssuer, JWKSURL: url,

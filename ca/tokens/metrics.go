@@ -1,6 +1,8 @@
 package tokens
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,6 +24,9 @@ type ClusterStats struct {
 	// Method is MethodJWKS or MethodTokenReview.
 	Method string
 	Source StatsSource
+	// Keys, when set, says when the cluster's key set was last fetched
+	// (*JWKSVerifier); nil for TokenReview.
+	Keys interface{ KeysFetchedAt() time.Time }
 }
 
 // Collector exports the Stats of each cluster's verifier as Prometheus

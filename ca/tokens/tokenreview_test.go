@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/lanyard-id/lanyard/internal/clocktest"
 )
 
 // fakeAPI is a fake API server answering TokenReviews with status (or err)
@@ -66,7 +68,7 @@ func reviewToken(exp time.Time) string {
 	return unsignedToken(`{"alg":"RS256","kid":"k"}`, fmt.Sprintf(`{"exp":%d,"sub":"system:serviceaccount:default:web"}`, exp.Unix()), "c2ln")
 }
 
-func newReviewVerifier(t *testing.T, api *fakeAPI, clock *fakeClock, ttl time.Duration) *TokenReviewVerifier {
+func newReviewVerifier(t *testing.T, api *fakeAPI, clock *clocktest.Clock, ttl time.Duration) *TokenReviewVerifier {
 	t.Helper()
 	v, err := NewTokenReviewVerifier(TokenReviewConfig{Cluster: testCluster, Client: api, Clock: clock.Now, CacheTTL: ttl})
 	require.NoError(t, err)

@@ -174,14 +174,15 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := agent.NewMetrics(reg)
+	var manager *agent.Manager // set below, before anything runs
 	client, err := agent.NewClient(agent.ClientConfig{
 		Addr: cfg.CAAddr, TrustDomain: td, Bundle: bundle, Token: token, Cluster: cfg.Cluster,
-		Logger: log.With("component", "ca-client"),
+		Workloads: func() int { return manager.Workloads() }, Logger: log.With("component", "ca-client"),
 	})
 	if err != nil {
 		return nil, err
 	}
-	manager, err := agent.NewManager(agent.ManagerConfig{
+	manager, err = agent.NewManager(agent.ManagerConfig{
 		Signer: client, TrustDomain: td, TTL: cfg.SVIDTTL, CacheFile: cfg.CacheFile,
 		Metrics: metrics, Logger: log.With("component", "svids"),
 	})
@@ -191,6 +192,9 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	if _, ok := manager.Bundles().Get(td); !ok {
 		manager.SetBundle(bundle)
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lanyard_agent_bundle_sequence", Help: "Sequence of the trust bundle last received from the CA (0: none yet).",
+	}, func() float64 { return float64(client.BundleSequence()) }))
 	p := &agentProcess{cfg: cfg, log: log, client: client, manager: manager}
 	attestors, err := p.buildAttestors(cfg, log)
 	if err != nil {
@@ -285,11 +289,8 @@ func (p *agentProcess) readyz(w http.ResponseWriter, _ *http.Request) {
 func (p *agentProcess) run(ctx context.Context) error {
 	defer p.client.Close()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { p.client.RunAgentSVID(ctx); return nil })
-	g.Go(func() error {
-		p.client.WatchBundle(ctx, p.manager.SetBundle, p.manager.CAReachable)
-		return nil
-	})
+	g.Go(func() error { return p.client.RunAgentSVID(ctx) })
+	g.Go(func() error { return p.client.RunBundle(ctx, p.manager.SetBundle, p.manager.CAReachable) })
 	g.Go(func() error { return p.manager.Run(ctx) })
 	if p.k8s != nil {
 		g.Go(func() error { return p.k8s.Run(ctx) })

@@ -21,8 +21,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/bundlefile"
+	"github.com/lanyard-id/lanyard/ca/health"
 	"github.com/lanyard-id/lanyard/ca/kube"
 	"github.com/lanyard-id/lanyard/ca/server"
+	"github.com/lanyard-id/lanyard/ca/serving"
 	"github.com/lanyard-id/lanyard/ca/tokens"
 	"github.com/lanyard-id/lanyard/ca/upstream"
 	"github.com/lanyard-id/lanyard/storage"
@@ -34,9 +37,14 @@ type caProcess struct {
 	store     storage.Store
 	writer    *storage.Writer
 	authority *ca.Authority
+	serving   *serving.Cert
 	server    *server.Server
+	health    *health.Server
+	bundle    *bundlefile.Writer // nil without bundleFile
+	log       *slog.Logger
 	istio     *istioParts     // nil when Istio is off
 	pods      kube.PodIndexes // clusters whose pods the CA watches
+	controls  *ca.Controls    // bans, evictions and deny list, polled from the store
 	upstream  upstream.Authority
 }
 
@@ -99,8 +107,13 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		return nil, err
 	}
 	reg.MustRegister(ca.NewUpstreamCollector(authority))
+	controls, err := ca.NewControls(ca.ControlsConfig{Store: st, Logger: log.With("component", "controls")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	issuer, err := ca.New(ca.Config{
-		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy,
+		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy, Denied: controls,
 		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
 		Logger: log.With("component", "ca"),
 	})
@@ -112,24 +125,52 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	for _, s := range cfg.ServingIPs {
 		ips = append(ips, net.ParseIP(s))
 	}
-	istio, err := buildIstio(cfg, issuer, authority, log)
+	istio, err := buildIstio(cfg, issuer, authority, agentPods, log)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	srv, err := server.New(server.Config{
-		Addr: cfg.ListenAddr, HTTPAddr: cfg.HTTPAddr, CA: issuer, Authority: authority, Tokens: clusters, Store: st,
-		ServingDNSNames: cfg.ServingDNSNames, ServingIPs: ips,
-		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
-		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation, BundleFile: cfg.BundleFile, Profiling: cfg.Profiling,
-		Registerer: reg, Gatherer: reg, Metrics: metrics, Logger: log.With("component", "server"),
-		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods),
+	cert, err := serving.New(serving.Config{
+		CA: issuer, Keys: authority, DNSNames: cfg.ServingDNSNames, IPs: ips, Changed: authority.BundleChanged,
+		Logger: log.With("component", "serving"),
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, server: srv, istio: istio, pods: agentPods, upstream: up}, nil
+	admin, err := buildAdmin(cfg, td, writer, tokenStats)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	var bundle *bundlefile.Writer
+	if cfg.BundleFile != "" {
+		if bundle, err = bundlefile.New(bundlefile.Config{Path: cfg.BundleFile, Bundler: authority, Logger: log.With("component", "bundlefile")}); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	srv, err := server.New(server.Config{
+		Addr: cfg.ListenAddr, CA: issuer, Authority: authority, Tokens: clusters, Store: st, Serving: cert,
+		AgentAudience: cfg.Agents.Audience, AgentServiceAccounts: cfg.Agents.ServiceAccounts,
+		TrustUnixAttestation: cfg.Agents.TrustUnixAttestation,
+		Registerer:           reg, Metrics: metrics, Logger: log.With("component", "server"),
+		Istio: istio.serverConfig(), AgentPods: podFinder(agentPods), Controls: controls, Admin: admin,
+	})
+	if err != nil {
+		if admin.Socket != nil {
+			admin.Socket.Close()
+		}
+		st.Close()
+		return nil, err
+	}
+	hs, err := health.New(health.Config{Addr: cfg.HTTPAddr, Ready: srv.Ready, Gatherer: reg, Profiling: cfg.Profiling})
+	if err != nil {
+		srv.Close()
+		st.Close()
+		return nil, err
+	}
+	return &caProcess{store: st, writer: writer, authority: authority, serving: cert, server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log, upstream: up}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -141,6 +182,10 @@ func (p *caProcess) run(ctx context.Context) error {
 	if err := p.authority.Prepare(ctx); err != nil {
 		return fmt.Errorf("prepare CA: %w", err)
 	}
+
+	if err := p.controls.Reload(ctx); err != nil {
+		return fmt.Errorf("load admin controls: %w", err)
+	}
 	// The background parts outlive ctx until the server has stopped.
 	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBack()
@@ -150,6 +195,16 @@ func (p *caProcess) run(ctx context.Context) error {
 	if r, ok := p.upstream.(upstreamRunner); ok {
 		back.Go(func() error { return r.Run(backCtx) })
 	}
+	// The first serving certificate before the first handshake (it is
+	// recorded: the writer runs); serving.Run retries if this fails.
+	if err := p.serving.Renew(ctx); err != nil {
+		p.log.Warn("first serving certificate", "error", err)
+	}
+	back.Go(func() error { return p.serving.Run(backCtx) })
+	if p.bundle != nil {
+		back.Go(func() error { return p.bundle.Run(backCtx) })
+	}
+	back.Go(func() error { return p.controls.Run(backCtx) })
 	for _, run := range p.istio.runners() {
 		back.Go(func() error { return run(backCtx) })
 	}
@@ -162,7 +217,10 @@ func (p *caProcess) run(ctx context.Context) error {
 		<-backCtx.Done()
 		stopSrv()
 	}()
-	err := p.server.Run(srvCtx)
+	front, srvCtx := errgroup.WithContext(srvCtx)
+	front.Go(func() error { return p.server.Run(srvCtx) })
+	front.Go(func() error { return p.health.Run(srvCtx) })
+	err := front.Wait()
 	stopBack()
 	return errors.Join(err, back.Wait())
 }
@@ -243,55 +301,61 @@ func registerPodIndexMetrics(reg prometheus.Registerer, pods kube.PodIndexes) {
 }
 
 // buildVerifiers makes each cluster's token verifier, and says where its
-// counters are for the token metrics. A cluster with
-// kubernetes.checkBoundPod also checks tokens' bound pods in its pod index.
+// counters are for the token metrics.
 func buildVerifiers(cfg FileConfig, log *slog.Logger, pods kube.PodIndexes) (map[string]tokens.Verifier, []tokens.ClusterStats, error) {
 	out := make(map[string]tokens.Verifier, len(cfg.Clusters))
-	var stats []tokens.ClusterStats
+	stats := make([]tokens.ClusterStats, 0, len(cfg.Clusters))
 	for _, cl := range cfg.Clusters {
-		var v tokens.Verifier
-		var err error
-		if cl.TokenReview != nil {
-			var client kubernetes.Interface
-			client, err = kubeClient(cl.TokenReview.Kubeconfig)
-			if err == nil {
-				var rv *tokens.TokenReviewVerifier
-				rv, err = tokens.NewTokenReviewVerifier(tokens.TokenReviewConfig{
-					Cluster: cl.Name, Client: client, CacheTTL: cl.TokenReview.CacheTTL, Logger: log.With("component", "tokens"),
-				})
-				if err == nil {
-					v = rv
-					stats = append(stats, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodTokenReview, Source: rv})
-				}
-			}
-		} else {
-			var hc *http.Client
-			if hc, err = httpClientWithCA(cl.CACertFile); err == nil {
-				var jv *tokens.JWKSVerifier
-				jv, err = tokens.NewJWKSVerifier(tokens.JWKSConfig{
-					Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
-					JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log.With("component", "tokens"),
-				})
-				if err == nil {
-					var c *tokens.Cache
-					if c, err = tokens.NewCache(jv, tokens.CacheConfig{}); err == nil {
-						v = c
-						stats = append(stats, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c})
-					}
-				}
-			}
-		}
-		if err == nil && cl.Kubernetes != nil && cl.Kubernetes.CheckBoundPod {
-			v, err = kube.NewBoundPodVerifier(kube.BoundPodConfig{
-				Cluster: cl.Name, Next: v, Pods: pods[cl.Name], Logger: log.With("component", "tokens"),
-			})
-		}
+		v, st, err := buildVerifier(cl, log.With("component", "tokens"), pods)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
 		}
 		out[cl.Name] = v
+		stats = append(stats, st)
 	}
 	return out, stats, nil
+}
+
+// buildVerifier is one cluster's verifier: TokenReview, or JWKS behind a
+// cache; with kubernetes.checkBoundPod, wrapped to check the tokens'
+// bound pods in the cluster's pod index.
+func buildVerifier(cl ClusterConfig, log *slog.Logger, pods kube.PodIndexes) (tokens.Verifier, tokens.ClusterStats, error) {
+	v, st, err := baseVerifier(cl, log)
+	if err != nil || cl.Kubernetes == nil || !cl.Kubernetes.CheckBoundPod {
+		return v, st, err
+	}
+	bv, err := kube.NewBoundPodVerifier(kube.BoundPodConfig{Cluster: cl.Name, Next: v, Pods: pods[cl.Name], Logger: log})
+	return bv, st, err
+}
+
+func baseVerifier(cl ClusterConfig, log *slog.Logger) (tokens.Verifier, tokens.ClusterStats, error) {
+	if tr := cl.TokenReview; tr != nil {
+		client, err := kubeClient(tr.Kubeconfig)
+		if err != nil {
+			return nil, tokens.ClusterStats{}, err
+		}
+		rv, err := tokens.NewTokenReviewVerifier(tokens.TokenReviewConfig{Cluster: cl.Name, Client: client, CacheTTL: tr.CacheTTL, Logger: log})
+		if err != nil {
+			return nil, tokens.ClusterStats{}, err
+		}
+		return rv, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodTokenReview, Source: rv}, nil
+	}
+	hc, err := httpClientWithCA(cl.CACertFile)
+	if err != nil {
+		return nil, tokens.ClusterStats{}, err
+	}
+	jv, err := tokens.NewJWKSVerifier(tokens.JWKSConfig{
+		Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
+		JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log,
+	})
+	if err != nil {
+		return nil, tokens.ClusterStats{}, err
+	}
+	c, err := tokens.NewCache(jv, tokens.CacheConfig{})
+	if err != nil {
+		return nil, tokens.ClusterStats{}, err
+	}
+	return c, tokens.ClusterStats{Cluster: cl.Name, Method: tokens.MethodJWKS, Source: c, Keys: jv}, nil
 }
 
 func kubeClient(kubeconfig string) (kubernetes.Interface, error) {

@@ -56,6 +56,8 @@ type FileConfig struct {
 	} `yaml:"log"`
 	// Istio turns on Istio's certificate API (see istio.go, docs/istio.md).
 	Istio IstioConfig `yaml:"istio"`
+	// Admin configures the admin API (see admin.go, docs/operations.md).
+	Admin AdminFileConfig `yaml:"admin"`
 }
 
 // UpstreamConfig selects where the root comes from.

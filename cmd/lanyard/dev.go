@@ -29,6 +29,7 @@ func devCmd() *cobra.Command {
 		withAgent                                            bool
 		svidTTL, intermediateTTL                             time.Duration
 		upstreamConfig                                       string
+		admin                                                AdminFileConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -43,7 +44,7 @@ issuer key in --dir can mint any identity.`,
 			}
 			return runDev(cmd.Context(), devOptions{dir: dir, grpcAddr: grpcAddr, httpAddr: httpAddr,
 				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL,
-				upstreamConfig: upstreamConfig, intermediateTTL: intermediateTTL})
+				upstreamConfig: upstreamConfig, intermediateTTL: intermediateTTL, admin: admin})
 		},
 	}
 	f := cmd.Flags()
@@ -57,6 +58,11 @@ issuer key in --dir can mint any identity.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&upstreamConfig, "upstream-config", "", "YAML file of an upstream: section (e.g. type: vault, docs/vault.md); default a self-signed root in --dir")
 	f.DurationVar(&intermediateTTL, "intermediate-ttl", 0, "TTL of the CA's intermediate, renewed at half-life (0: 24h)")
+	f.StringVar(&admin.Socket, "admin-socket", "", "admin socket (default DIR/admin.sock)")
+	f.StringVar(&admin.ReplicaName, "replica-name", "", "name of this CA replica in 'lanyardctl ca status' (default the host name)")
+	f.StringVar(&admin.SocketMode, "admin-socket-mode", "0600", "permissions of the admin socket")
+	f.StringSliceVar(&admin.AdminIDs, "admin-id", nil, "SPIFFE ID that may call the admin API over mTLS (repeat for several)")
+	f.DurationVar(&admin.AuditSummaryInterval, "audit-summary-interval", time.Minute, "how often issuance and rejection counts go to the audit log")
 	cmd.AddCommand(devTokenCmd())
 	return cmd
 }
@@ -65,6 +71,7 @@ type devOptions struct {
 	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 	svidTTL, intermediateTTL                             time.Duration
 	upstreamConfig                                       string
+	admin                                                AdminFileConfig
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -106,6 +113,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if o.intermediateTTL != 0 {
 		cfg.Intermediate.TTL = o.intermediateTTL
 	}
+	cfg.Admin = o.admin // socket DIR/admin.sock
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -189,7 +197,7 @@ func printDevBanner(dir string, p *caProcess, ag *agentProcess) {
 	bundle := filepath.Join(dir, "bundle.pem")
 	if ag == nil {
 		fmt.Printf("\nLanyard dev mode (CA only) — DEVELOPMENT ONLY\n  CA gRPC (TLS)  %s\n  CA HTTP        http://%s\n  trust bundle   %s\n\n",
-			p.server.Addr(), p.server.HTTPAddr(), bundle)
+			p.server.Addr(), p.health.Addr(), bundle)
 		return
 	}
 	fmt.Printf(`
@@ -199,6 +207,7 @@ Lanyard dev mode — DEVELOPMENT ONLY, do not use in production
   node agent socket    %s   (Envoy SDS + SPIFFE Workload API)
   agent health         http://%s/healthz  /readyz  /metrics
   trust bundle         %s
+  admin socket         %s   (lanyardctl --socket %s certs list)
   store (SQLite)       %s
   dev token issuer     %s (keys in %s)
 
@@ -213,7 +222,8 @@ Istio's CA API (istio.v1.auth.IstioCertificateService) is on the CA port
 (CA_ADDR); its tokens need audience istio-ca: lanyard dev token --audience istio-ca ...
 
 Press Ctrl-C to stop.
-`, p.server.Addr(), p.server.HTTPAddr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle, filepath.Join(dir, "lanyard.db"),
+`, p.server.Addr(), p.health.Addr(), ag.cfg.SocketPath, ag.httpLis.Addr(), bundle,
+		filepath.Join(dir, "admin.sock"), filepath.Join(dir, "admin.sock"), filepath.Join(dir, "lanyard.db"),
 		devIssuer, filepath.Join(dir, tokens.DevIssuerJWKSFile), os.Getuid(), ag.cfg.TrustDomain, ag.cfg.SocketPath,
 		dir, devNode, bundle, p.server.Addr())
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/istio"
 	"github.com/lanyard-id/lanyard/ca/kube"
 	"github.com/lanyard-id/lanyard/ca/server"
 )
@@ -69,7 +70,7 @@ func defaultIstioConfig() IstioConfig {
 	c.RateLimit.Burst = server.DefaultIstioRateBurst
 	c.RateLimit.MaxIdentities = server.DefaultIstioRateIdentities
 	c.Kubernetes.PublishRootCert = true
-	c.Kubernetes.RootCertName = kube.IstioRootCertConfigMap
+	c.Kubernetes.RootCertName = istio.IstioRootCertConfigMap
 	return c
 }
 
@@ -131,8 +132,9 @@ func (p *istioParts) runners() []func(context.Context) error {
 }
 
 // buildIstio wires the istio: section. It returns nil parts when Istio is
-// off.
-func buildIstio(cfg FileConfig, issuer *ca.CA, authority *ca.Authority, log *slog.Logger) (*istioParts, error) {
+// off. Impersonation uses the cluster's pod index from pods, which it adds
+// there when the cluster has none yet: one pod informer per cluster.
+func buildIstio(cfg FileConfig, issuer *ca.CA, authority *ca.Authority, pods kube.PodIndexes, log *slog.Logger) (*istioParts, error) {
 	ic := cfg.Istio
 	if !ic.Enabled {
 		return nil, nil
@@ -154,21 +156,23 @@ func buildIstio(cfg FileConfig, issuer *ca.CA, authority *ca.Authority, log *slo
 		cluster = cfg.Clusters[0].Name
 	}
 	klog := log.With("component", "istio-kube", "cluster", cluster)
-	pods, err := kube.NewPodIndex(kube.PodIndexConfig{Cluster: cluster, Client: client, Logger: klog})
-	if err != nil {
-		return nil, err
+	idx, ok := pods[cluster]
+	if !ok {
+		if idx, err = kube.NewPodIndex(kube.PodIndexConfig{Cluster: cluster, Client: client, Logger: klog}); err != nil {
+			return nil, err
+		}
+		pods[cluster] = idx // run with the others
 	}
-	p.server.Pods = pods
-	p.run = append(p.run, pods.Run)
+	p.server.Pods = idx
 	if k.PublishRootCert {
-		pub, err := kube.NewRootCertPublisher(kube.RootCertConfig{Client: client, Bundler: authority, Name: k.RootCertName, Logger: klog})
+		pub, err := istio.NewRootCertPublisher(istio.RootCertConfig{Client: client, Bundler: authority, Name: k.RootCertName, Logger: klog})
 		if err != nil {
 			return nil, err
 		}
 		p.run = append(p.run, pub.Run)
 	}
 	if d := k.Istiod; d.Enabled {
-		ic, err := kube.NewIstiodCert(kube.IstiodCertConfig{
+		ic, err := istio.NewIstiodCert(istio.IstiodCertConfig{
 			Client: client, Signer: issuer, Bundler: authority, Policy: issuer.Policy(), Cluster: cluster,
 			Namespace: d.Namespace, ServiceAccount: d.ServiceAccount, SecretName: d.SecretName, DNSNames: d.DNSNames, TTL: d.TTL,
 			Logger: klog,

@@ -1,19 +1,20 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/lanyard-id/lanyard/storage/storagetest"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/kube"
 	"github.com/lanyard-id/lanyard/ca/upstream"
-	"github.com/lanyard-id/lanyard/storage"
 )
 
 const istioYAML = `
@@ -118,14 +119,10 @@ func testIssuer(t *testing.T, policy ca.Policy) (*ca.CA, *ca.Authority) {
 	require.NoError(t, err)
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: td, Upstream: up})
 	require.NoError(t, err)
-	issuer, err := ca.New(ca.Config{TrustDomain: td, Keys: auth, Recorder: nopRecorder{}, Policy: policy})
+	issuer, err := ca.New(ca.Config{TrustDomain: td, Keys: auth, Recorder: &storagetest.Recorder{}, Policy: policy})
 	require.NoError(t, err)
 	return issuer, auth
 }
-
-type nopRecorder struct{}
-
-func (nopRecorder) Record(_ context.Context, _ storage.CertificateRecord) error { return nil }
 
 func TestBuildIstio(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
@@ -133,7 +130,7 @@ func TestBuildIstio(t *testing.T) {
 
 	t.Run("off", func(t *testing.T) {
 		issuer, auth := testIssuer(t, ca.Policy{})
-		p, err := buildIstio(defaultConfig(), issuer, auth, log)
+		p, err := buildIstio(defaultConfig(), issuer, auth, kube.PodIndexes{}, log)
 		require.NoError(t, err)
 		require.Nil(t, p)
 		require.Nil(t, p.serverConfig())
@@ -143,7 +140,7 @@ func TestBuildIstio(t *testing.T) {
 		cfg := defaultConfig()
 		cfg.Istio.Enabled = true
 		issuer, auth := testIssuer(t, ca.Policy{})
-		p, err := buildIstio(cfg, issuer, auth, log)
+		p, err := buildIstio(cfg, issuer, auth, kube.PodIndexes{}, log)
 		require.NoError(t, err)
 		sc := p.serverConfig()
 		require.Equal(t, "istio-ca", sc.Audience)
@@ -156,19 +153,35 @@ func TestBuildIstio(t *testing.T) {
 		cfg.Istio.Kubernetes.Kubeconfig = kubeconfig
 		require.NoError(t, cfg.validate())
 		issuer, auth := testIssuer(t, cfg.Policy)
-		p, err := buildIstio(cfg, issuer, auth, log)
+		pods := kube.PodIndexes{}
+		p, err := buildIstio(cfg, issuer, auth, pods, log)
 		require.NoError(t, err)
 		sc := p.serverConfig()
 		require.NotNil(t, sc.Pods)
+		require.Len(t, pods, 1, "the pod index joins the cluster's indexes")
 		require.Equal(t, "mesh-ca", sc.Audience)
 		require.Equal(t, []string{"istio-system/ztunnel"}, sc.TrustedNodeServiceAccounts)
-		require.Len(t, p.runners(), 3, "pod index, root cert publisher, istiod certificate")
+		require.Len(t, p.runners(), 2, "root cert publisher, istiod certificate")
+	})
+	t.Run("one pod informer per cluster", func(t *testing.T) {
+		cfg := loadIstioConfig(t, istioYAML)
+		cfg.Istio.Kubernetes.Kubeconfig = kubeconfig
+		issuer, auth := testIssuer(t, cfg.Policy)
+		client, err := kubeClient(kubeconfig)
+		require.NoError(t, err)
+		agents, err := kube.NewPodIndex(kube.PodIndexConfig{Cluster: cfg.Clusters[0].Name, Client: client})
+		require.NoError(t, err)
+		pods := kube.PodIndexes{cfg.Clusters[0].Name: agents}
+		p, err := buildIstio(cfg, issuer, auth, pods, log)
+		require.NoError(t, err)
+		require.Len(t, pods, 1)
+		require.Same(t, agents, p.serverConfig().Pods, "Istio uses the agents' pod index")
 	})
 	t.Run("istiod without a policy rule", func(t *testing.T) {
 		cfg := loadIstioConfig(t, istioYAML)
 		cfg.Istio.Kubernetes.Kubeconfig = kubeconfig
 		issuer, auth := testIssuer(t, ca.Policy{})
-		_, err := buildIstio(cfg, issuer, auth, log)
+		_, err := buildIstio(cfg, issuer, auth, kube.PodIndexes{}, log)
 		require.ErrorContains(t, err, "policy does not grant")
 	})
 	t.Run("root cert publishing off", func(t *testing.T) {
@@ -177,8 +190,10 @@ func TestBuildIstio(t *testing.T) {
 		cfg.Istio.Kubernetes.PublishRootCert = false
 		cfg.Istio.Kubernetes.Istiod.Enabled = false
 		issuer, auth := testIssuer(t, cfg.Policy)
-		p, err := buildIstio(cfg, issuer, auth, log)
+		pods := kube.PodIndexes{}
+		p, err := buildIstio(cfg, issuer, auth, pods, log)
 		require.NoError(t, err)
-		require.Len(t, p.runners(), 1, "pod index only")
+		require.Empty(t, p.runners())
+		require.Len(t, pods, 1, "pod index only")
 	})
 }

@@ -1,83 +1,89 @@
-// Command lanyardctl operates a Lanyard CA. Today it reads the trust bundle
-// from the CA API; certificates, agents, rotation and audit come with the
-// admin API.
+// Command lanyardctl operates a Lanyard CA through its admin API
+// (proto/lanyard/admin/v1): certificates, agents, the identity deny list,
+// the bundle, CA status and the audit log. See docs/operations.md.
+//
+// Exit codes, for scripts:
+//
+//	0  success
+//	1  any other error
+//	2  usage: unknown command or flag, bad argument
+//	3  not found (serial, agent, identity)
+//	4  refused: not authenticated or not an admin
+//	5  CA unavailable (not reachable, not ready, store down)
+//	6  the CA refused the request as invalid
 package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
 
-	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
 
-	"crypto/tls"
-
-	cav1 "github.com/lanyard-id/lanyard/proto/lanyard/ca/v1"
+// Exit codes; keep the package comment in step.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitNotFound    = 3
+	exitRefused     = 4
+	exitUnavailable = 5
+	exitInvalid     = 6
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := rootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "lanyardctl:", err)
-		os.Exit(1)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lanyardctl:", errorMessage(err))
+	}
+	os.Exit(exitCode(err))
+}
+
+// usageError marks a mistake in the command line.
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitCode maps an error to the documented exit codes.
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ") {
+		// cobra reports an unknown subcommand as a plain error.
+		return exitUsage
+	}
+	st, ok := status.FromError(err) // also finds a wrapped status
+	if !ok {
+		return exitError
+	}
+	switch st.Code() {
+	case codes.NotFound:
+		return exitNotFound
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return exitRefused
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return exitUnavailable
+	case codes.InvalidArgument:
+		return exitInvalid
+	default:
+		return exitError
 	}
 }
 
-func rootCmd() *cobra.Command {
-	root := &cobra.Command{Use: "lanyardctl", Short: "Operate a Lanyard CA", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(bundleCmd())
-	return root
-}
-
-func bundleCmd() *cobra.Command {
-	var addr, caFile, serverName string
-	cmd := &cobra.Command{
-		Use:   "bundle",
-		Short: "Print the CA's trust bundle (PEM) from its gRPC API",
-		Long: `Print the trust bundle from the CA's GetBundle API. The CA's serving
-certificate is verified against --ca-file (a bundle you already trust).`,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			data, err := os.ReadFile(caFile)
-			if err != nil {
-				return fmt.Errorf("read --ca-file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(data) {
-				return errors.New("--ca-file holds no certificate")
-			}
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-				RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12,
-			})))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := cav1.NewCAServiceClient(conn).GetBundle(ctx, &cav1.GetBundleRequest{})
-			if err != nil {
-				return err
-			}
-			for _, der := range resp.GetBundle().GetX509Authorities() {
-				if err := pem.Encode(cmd.OutOrStdout(), &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
+// errorMessage is err without gRPC's "rpc error: code = ... desc =" noise.
+func errorMessage(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return fmt.Sprintf("%s (%s)", st.Message(), st.Code())
 	}
-	f := cmd.Flags()
-	f.StringVar(&addr, "addr", "127.0.0.1:8443", "CA gRPC address")
-	f.StringVar(&caFile, "ca-file", ".lanyard/bundle.pem", "PEM roots to verify the CA with")
-	f.StringVar(&serverName, "server-name", "localhost", "name to verify in the CA's certificate")
-	return cmd
+	return err.Error()
 }

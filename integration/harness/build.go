@@ -75,7 +75,7 @@ func Binary(t testing.TB) string {
 	}
 	buildOnce.Do(func() {
 		start := time.Now()
-		binPath, buildErr = build(buildDir)
+		binPath, buildErr = build(buildDir, "lanyard", mainPackage)
 		if buildErr == nil {
 			t.Logf("harness: built %s in %s", mainPackage, time.Since(start).Round(time.Millisecond))
 		}
@@ -86,7 +86,7 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
-func build(dir string) (string, error) {
+func build(dir, name, pkg string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		if root := os.Getenv("GOROOT"); root != "" {
@@ -95,10 +95,10 @@ func build(dir string) (string, error) {
 			return "", fmt.Errorf("find the go command: %w", err)
 		}
 	}
-	out := filepath.Join(dir, "lanyard")
+	out := filepath.Join(dir, name)
 	args := []string{"build", "-o", out}
 	args = append(args, strings.Fields(os.Getenv(EnvBuildFlags))...)
-	args = append(args, mainPackage)
+	args = append(args, pkg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, args...)

@@ -3,15 +3,17 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/lanyard-id/lanyard/storage"
 )
 
-const agentColumns = `spiffe_id, cluster, node_name, serial, first_seen, last_seen, not_after, banned, bundle_seq_ack`
+const agentColumns = `spiffe_id, cluster, node_name, serial, first_seen, last_seen, not_after, banned, bundle_seq_ack,
+	workloads, evicted_at`
 
 // UpsertAgent inserts a, or updates an existing agent with a's fields except
-// FirstSeen and Banned, which keep their stored values.
+// FirstSeen, Banned and EvictedAt, which keep their stored values.
 func (s *Store) UpsertAgent(ctx context.Context, a storage.AgentRecord) error {
 	const op = "upsert agent"
 	if err := s.checkOpen(ctx, op); err != nil {
@@ -21,16 +23,17 @@ func (s *Store) UpsertAgent(ctx context.Context, a storage.AgentRecord) error {
 		return fmt.Errorf("sqlite %s: %w", op, err)
 	}
 	_, err := s.write.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (spiffe_id) DO UPDATE SET
 			cluster = excluded.cluster,
 			node_name = excluded.node_name,
 			serial = excluded.serial,
 			last_seen = excluded.last_seen,
 			not_after = excluded.not_after,
-			bundle_seq_ack = excluded.bundle_seq_ack`,
+			bundle_seq_ack = excluded.bundle_seq_ack,
+			workloads = excluded.workloads`,
 		a.SPIFFEID, a.Cluster, a.NodeName, a.Serial, nanos(a.FirstSeen), nanos(a.LastSeen),
-		nanos(a.NotAfter), a.Banned, a.BundleSeqAck)
+		nanos(a.NotAfter), a.Banned, a.BundleSeqAck, a.Workloads, nanos(a.EvictedAt))
 	if err != nil {
 		return s.classify(ctx, op, err)
 	}
@@ -75,35 +78,32 @@ func (s *Store) ListAgents(ctx context.Context) ([]storage.AgentRecord, error) {
 	return agents, nil
 }
 
-// SetAgentBanned bans or unbans the agent, or returns storage.ErrNotFound.
+// SetAgentBanned bans or unbans the agent and advances the control
+// sequence, or returns storage.ErrNotFound.
 func (s *Store) SetAgentBanned(ctx context.Context, spiffeID string, banned bool) error {
 	const op = "set agent banned"
-	if err := s.checkOpen(ctx, op); err != nil {
-		return err
-	}
-	res, err := s.write.ExecContext(ctx, `UPDATE agents SET banned = ? WHERE spiffe_id = ?`, banned, spiffeID)
-	if err != nil {
-		return s.classify(ctx, op, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return s.classify(ctx, op, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("sqlite %s %s: %w", op, spiffeID, storage.ErrNotFound)
-	}
-	return nil
+	return s.controlTx(ctx, op, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET banned = ? WHERE spiffe_id = ?`, banned, spiffeID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return errors.Join(err, fmt.Errorf("sqlite %s %s: %w", op, spiffeID, storage.ErrNotFound))
+		}
+		return nil
+	})
 }
 
 func scanAgent(sc scanner) (storage.AgentRecord, error) {
 	var (
-		a                             storage.AgentRecord
-		firstSeen, lastSeen, notAfter sql.NullInt64
+		a                                        storage.AgentRecord
+		firstSeen, lastSeen, notAfter, evictedAt sql.NullInt64
 	)
 	if err := sc.Scan(&a.SPIFFEID, &a.Cluster, &a.NodeName, &a.Serial, &firstSeen, &lastSeen,
-		&notAfter, &a.Banned, &a.BundleSeqAck); err != nil {
+		&notAfter, &a.Banned, &a.BundleSeqAck, &a.Workloads, &evictedAt); err != nil {
 		return storage.AgentRecord{}, err
 	}
 	a.FirstSeen, a.LastSeen, a.NotAfter = fromNanos(firstSeen), fromNanos(lastSeen), fromNanos(notAfter)
+	a.EvictedAt = fromNanos(evictedAt)
 	return a, nil
 }

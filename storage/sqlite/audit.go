@@ -55,7 +55,8 @@ func (s *Store) AppendAudit(ctx context.Context, events []storage.AuditEvent) (e
 	return nil
 }
 
-// ListAudit returns events matching f, highest ID first.
+// ListAudit returns events matching f, highest ID first (lowest first
+// with AfterID).
 func (s *Store) ListAudit(ctx context.Context, f storage.AuditFilter) ([]storage.AuditEvent, error) {
 	const op = "list audit"
 	if err := s.checkOpen(ctx, op); err != nil {
@@ -80,11 +81,15 @@ func (s *Store) ListAudit(ctx context.Context, f storage.AuditFilter) ([]storage
 	if f.BeforeID != 0 {
 		where, args = append(where, "id < ?"), append(args, f.BeforeID)
 	}
+	order := "DESC"
+	if f.AfterID != 0 {
+		where, args, order = append(where, "id > ?"), append(args, f.AfterID), "ASC"
+	}
 	q := `SELECT id, time, actor, action, subject, outcome, detail FROM audit`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	q += ` ORDER BY id DESC LIMIT ?`
+	q += ` ORDER BY id ` + order + ` LIMIT ?`
 	args = append(args, storage.PageSize(f.PageSize))
 
 	rows, err := s.read.QueryContext(ctx, q, args...)

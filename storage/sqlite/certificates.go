@@ -80,24 +80,9 @@ func (s *Store) ListCertificates(ctx context.Context, f storage.CertificateFilte
 	if err := s.checkOpen(ctx, op); err != nil {
 		return storage.CertificatePage{}, err
 	}
-	if !storage.ValidTime(f.ValidAt) {
-		return storage.CertificatePage{}, fmt.Errorf("sqlite %s: ValidAt out of range: %w", op, storage.ErrInvalidArgument)
-	}
-	var (
-		where []string
-		args  []any
-	)
-	for _, c := range []struct{ col, val string }{
-		{"spiffe_id", f.SPIFFEID}, {"namespace", f.Namespace}, {"node_name", f.NodeName}, {"kind", f.Kind},
-	} {
-		if c.val != "" {
-			where = append(where, c.col+" = ?")
-			args = append(args, c.val)
-		}
-	}
-	if !f.ValidAt.IsZero() {
-		where = append(where, "not_before <= ? AND not_after >= ?")
-		args = append(args, f.ValidAt.UnixNano(), f.ValidAt.UnixNano())
+	where, args, err := certificateWhere(f)
+	if err != nil {
+		return storage.CertificatePage{}, fmt.Errorf("sqlite %s: %w", op, err)
 	}
 	if f.PageToken != "" {
 		issued, serial, err := decodePageToken(f.PageToken)
@@ -137,6 +122,87 @@ func (s *Store) ListCertificates(ctx context.Context, f storage.CertificateFilte
 		page.NextPageToken = encodePageToken(last.IssuedAt.UnixNano(), last.Serial)
 	}
 	return page, nil
+}
+
+// certificateWhere turns the filter fields of f (not its paging) into SQL
+// conditions.
+func certificateWhere(f storage.CertificateFilter) ([]string, []any, error) {
+	for _, t := range []time.Time{f.ValidAt, f.ExpiresBefore, f.IssuedSince} {
+		if !storage.ValidTime(t) {
+			return nil, nil, fmt.Errorf("filter time %s out of range: %w", t, storage.ErrInvalidArgument)
+		}
+	}
+	var (
+		where []string
+		args  []any
+	)
+	for _, c := range []struct{ col, val string }{
+		{"spiffe_id", f.SPIFFEID}, {"namespace", f.Namespace}, {"service_account", f.ServiceAccount},
+		{"node_name", f.NodeName}, {"kind", f.Kind}, {"caller", f.Caller},
+	} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	if !f.ValidAt.IsZero() {
+		where = append(where, "not_before <= ? AND not_after >= ?")
+		args = append(args, f.ValidAt.UnixNano(), f.ValidAt.UnixNano())
+	}
+	if !f.ExpiresBefore.IsZero() {
+		where, args = append(where, "not_after < ?"), append(args, f.ExpiresBefore.UnixNano())
+	}
+	if !f.IssuedSince.IsZero() {
+		where, args = append(where, "issued_at >= ?"), append(args, f.IssuedSince.UnixNano())
+	}
+	if f.Revoked {
+		where = append(where, "revoked_at IS NOT NULL")
+	}
+	return where, args, nil
+}
+
+// CountCertificatesBy counts the certificates matching f grouped by the
+// SPIFFE ID or the node, largest groups first (ties by key).
+func (s *Store) CountCertificatesBy(ctx context.Context, by storage.GroupBy, f storage.CertificateFilter) ([]storage.GroupCount, error) {
+	const op = "count certificates by"
+	if err := s.checkOpen(ctx, op); err != nil {
+		return nil, err
+	}
+	var col string
+	switch by {
+	case storage.GroupBySPIFFEID:
+		col = "spiffe_id"
+	case storage.GroupByNode:
+		col = "node_name"
+	default:
+		return nil, fmt.Errorf("sqlite %s: grouping %q: %w", op, by, storage.ErrInvalidArgument)
+	}
+	where, args, err := certificateWhere(f)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", op, err)
+	}
+	q := `SELECT ` + col + `, COUNT(*) FROM certificates`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` GROUP BY ` + col + ` ORDER BY COUNT(*) DESC, ` + col
+	rows, err := s.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.classify(ctx, op, err)
+	}
+	defer rows.Close()
+	var out []storage.GroupCount
+	for rows.Next() {
+		var g storage.GroupCount
+		if err := rows.Scan(&g.Key, &g.Count); err != nil {
+			return nil, s.classify(ctx, op, err)
+		}
+		out = append(out, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.classify(ctx, op, err)
+	}
+	return out, nil
 }
 
 // RevokeCertificate sets revoked_at unless it is already set.

@@ -92,6 +92,42 @@ func calls() []struct {
 			_, err := s.ListAudit(ctx, storage.AuditFilter{})
 			return err
 		}},
+		{"CountCertificatesBy", func(ctx context.Context, s storage.Store) error {
+			_, err := s.CountCertificatesBy(ctx, storage.GroupByNode, storage.CertificateFilter{})
+			return err
+		}},
+		{"ReportAgents", func(ctx context.Context, s storage.Store) error {
+			return s.ReportAgents(ctx, []storage.AgentReport{{SPIFFEID: agent("node-1").SPIFFEID, LastSeen: base}})
+		}},
+		{"EvictAgent", func(ctx context.Context, s storage.Store) error {
+			_, err := s.EvictAgent(ctx, agent("node-1").SPIFFEID, base)
+			return err
+		}},
+		{"DenyIdentity", func(ctx context.Context, s storage.Store) error {
+			return s.DenyIdentity(ctx, storage.DeniedIdentity{SPIFFEID: cert(0).SPIFFEID, CreatedAt: base})
+		}},
+		{"AllowIdentity", func(ctx context.Context, s storage.Store) error {
+			return s.AllowIdentity(ctx, cert(0).SPIFFEID)
+		}},
+		{"ListDeniedIdentities", func(ctx context.Context, s storage.Store) error {
+			_, err := s.ListDeniedIdentities(ctx)
+			return err
+		}},
+		{"ControlSequence", func(ctx context.Context, s storage.Store) error {
+			_, err := s.ControlSequence(ctx)
+			return err
+		}},
+		{"Controls", func(ctx context.Context, s storage.Store) error {
+			_, err := s.Controls(ctx, base)
+			return err
+		}},
+		{"UpsertReplica", func(ctx context.Context, s storage.Store) error {
+			return s.UpsertReplica(ctx, storage.ReplicaRecord{Name: "ca-0", SeenAt: base})
+		}},
+		{"ListReplicas", func(ctx context.Context, s storage.Store) error {
+			_, err := s.ListReplicas(ctx)
+			return err
+		}},
 		{"Ping", func(ctx context.Context, s storage.Store) error { return s.Ping(ctx) }},
 	}
 }
@@ -102,6 +138,7 @@ func seed(t *testing.T, s storage.Store) {
 	t.Helper()
 	require.NoError(t, s.RecordCertificates(t.Context(), certs(0, 1)))
 	require.NoError(t, s.UpsertAgent(t.Context(), agent("node-1")))
+	require.NoError(t, s.DenyIdentity(t.Context(), storage.DeniedIdentity{SPIFFEID: cert(0).SPIFFEID, CreatedAt: base}))
 }
 
 func testClosed(t *testing.T, s storage.Store) {

@@ -168,7 +168,9 @@ type AttestAgentRequest struct {
 	// Cluster whose issuer verifies the token; empty means the default.
 	Cluster string `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// DER PKCS#10 CSR for the agent key. The CA sets the SPIFFE ID.
-	Csr           []byte `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"`
+	Csr []byte `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"`
+	// What the agent holds (absent from older agents).
+	AgentState    *AgentState `protobuf:"bytes,4,opt,name=agent_state,json=agentState,proto3" json:"agent_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,6 +226,69 @@ func (x *AttestAgentRequest) GetCsr() []byte {
 	return nil
 }
 
+func (x *AttestAgentRequest) GetAgentState() *AgentState {
+	if x != nil {
+		return x.AgentState
+	}
+	return nil
+}
+
+// AgentState is what an agent holds, reported on each call so that the CA
+// (and `lanyardctl agents list`) knows it without extra traffic.
+type AgentState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sequence of the trust bundle the agent holds (0: none received yet).
+	BundleSequence int64 `protobuf:"varint,1,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
+	// Workload SVIDs the agent holds.
+	Workloads     int64 `protobuf:"varint,2,opt,name=workloads,proto3" json:"workloads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentState) Reset() {
+	*x = AgentState{}
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentState) ProtoMessage() {}
+
+func (x *AgentState) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
+func (*AgentState) Descriptor() ([]byte, []int) {
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AgentState) GetBundleSequence() int64 {
+	if x != nil {
+		return x.BundleSequence
+	}
+	return 0
+}
+
+func (x *AgentState) GetWorkloads() int64 {
+	if x != nil {
+		return x.Workloads
+	}
+	return 0
+}
+
 type AttestAgentResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Svid          *X509SVID              `protobuf:"bytes,1,opt,name=svid,proto3" json:"svid,omitempty"`
@@ -234,7 +299,7 @@ type AttestAgentResponse struct {
 
 func (x *AttestAgentResponse) Reset() {
 	*x = AttestAgentResponse{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[3]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +311,7 @@ func (x *AttestAgentResponse) String() string {
 func (*AttestAgentResponse) ProtoMessage() {}
 
 func (x *AttestAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[3]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +324,7 @@ func (x *AttestAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestAgentResponse.ProtoReflect.Descriptor instead.
 func (*AttestAgentResponse) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{3}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AttestAgentResponse) GetSvid() *X509SVID {
@@ -291,7 +356,7 @@ type AttestedWorkload struct {
 
 func (x *AttestedWorkload) Reset() {
 	*x = AttestedWorkload{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[4]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +368,7 @@ func (x *AttestedWorkload) String() string {
 func (*AttestedWorkload) ProtoMessage() {}
 
 func (x *AttestedWorkload) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[4]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +381,7 @@ func (x *AttestedWorkload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestedWorkload.ProtoReflect.Descriptor instead.
 func (*AttestedWorkload) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{4}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AttestedWorkload) GetAttestor() string {
@@ -373,7 +438,7 @@ type SVIDRequest struct {
 
 func (x *SVIDRequest) Reset() {
 	*x = SVIDRequest{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[5]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +450,7 @@ func (x *SVIDRequest) String() string {
 func (*SVIDRequest) ProtoMessage() {}
 
 func (x *SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[5]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +463,7 @@ func (x *SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SVIDRequest.ProtoReflect.Descriptor instead.
 func (*SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{5}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SVIDRequest) GetId() string {
@@ -480,7 +545,7 @@ type SVIDResult struct {
 
 func (x *SVIDResult) Reset() {
 	*x = SVIDResult{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[6]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +557,7 @@ func (x *SVIDResult) String() string {
 func (*SVIDResult) ProtoMessage() {}
 
 func (x *SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[6]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +570,7 @@ func (x *SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SVIDResult.ProtoReflect.Descriptor instead.
 func (*SVIDResult) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{6}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SVIDResult) GetId() string {
@@ -537,15 +602,17 @@ func (x *SVIDResult) GetMessage() string {
 }
 
 type BatchSignSVIDsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Requests      []*SVIDRequest         `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Requests []*SVIDRequest         `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	// What the agent holds (absent from older agents).
+	AgentState    *AgentState `protobuf:"bytes,2,opt,name=agent_state,json=agentState,proto3" json:"agent_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchSignSVIDsRequest) Reset() {
 	*x = BatchSignSVIDsRequest{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[7]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +624,7 @@ func (x *BatchSignSVIDsRequest) String() string {
 func (*BatchSignSVIDsRequest) ProtoMessage() {}
 
 func (x *BatchSignSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[7]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,12 +637,19 @@ func (x *BatchSignSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchSignSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*BatchSignSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{7}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BatchSignSVIDsRequest) GetRequests() []*SVIDRequest {
 	if x != nil {
 		return x.Requests
+	}
+	return nil
+}
+
+func (x *BatchSignSVIDsRequest) GetAgentState() *AgentState {
+	if x != nil {
+		return x.AgentState
 	}
 	return nil
 }
@@ -590,7 +664,7 @@ type BatchSignSVIDsResponse struct {
 
 func (x *BatchSignSVIDsResponse) Reset() {
 	*x = BatchSignSVIDsResponse{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[8]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +676,7 @@ func (x *BatchSignSVIDsResponse) String() string {
 func (*BatchSignSVIDsResponse) ProtoMessage() {}
 
 func (x *BatchSignSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[8]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +689,7 @@ func (x *BatchSignSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchSignSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*BatchSignSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{8}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BatchSignSVIDsResponse) GetResults() []*SVIDResult {
@@ -633,7 +707,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[9]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +719,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[9]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +732,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{9}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{10}
 }
 
 type GetBundleResponse struct {
@@ -670,7 +744,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[10]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +756,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[10]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +769,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{10}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetBundleResponse) GetBundle() *Bundle {
@@ -713,7 +787,7 @@ type WatchBundleRequest struct {
 
 func (x *WatchBundleRequest) Reset() {
 	*x = WatchBundleRequest{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[11]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +799,7 @@ func (x *WatchBundleRequest) String() string {
 func (*WatchBundleRequest) ProtoMessage() {}
 
 func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[11]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +812,7 @@ func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchBundleRequest) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{11}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{12}
 }
 
 type WatchBundleResponse struct {
@@ -750,7 +824,7 @@ type WatchBundleResponse struct {
 
 func (x *WatchBundleResponse) Reset() {
 	*x = WatchBundleResponse{}
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[12]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +836,7 @@ func (x *WatchBundleResponse) String() string {
 func (*WatchBundleResponse) ProtoMessage() {}
 
 func (x *WatchBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[12]
+	mi := &file_lanyard_ca_v1_ca_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +849,7 @@ func (x *WatchBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBundleResponse.ProtoReflect.Descriptor instead.
 func (*WatchBundleResponse) Descriptor() ([]byte, []int) {
-	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{12}
+	return file_lanyard_ca_v1_ca_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchBundleResponse) GetBundle() *Bundle {
@@ -800,11 +874,17 @@ const file_lanyard_ca_v1_ca_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x03R\bsequence\x12<\n" +
-	"\frefresh_hint\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vrefreshHint\"V\n" +
+	"\frefresh_hint\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vrefreshHint\"\x92\x01\n" +
 	"\x12AttestAgentRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x10\n" +
-	"\x03csr\x18\x03 \x01(\fR\x03csr\"q\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\x12:\n" +
+	"\vagent_state\x18\x04 \x01(\v2\x19.lanyard.ca.v1.AgentStateR\n" +
+	"agentState\"S\n" +
+	"\n" +
+	"AgentState\x12'\n" +
+	"\x0fbundle_sequence\x18\x01 \x01(\x03R\x0ebundleSequence\x12\x1c\n" +
+	"\tworkloads\x18\x02 \x01(\x03R\tworkloads\"q\n" +
 	"\x13AttestAgentResponse\x12+\n" +
 	"\x04svid\x18\x01 \x01(\v2\x17.lanyard.ca.v1.X509SVIDR\x04svid\x12-\n" +
 	"\x06bundle\x18\x02 \x01(\v2\x15.lanyard.ca.v1.BundleR\x06bundle\"\xa9\x01\n" +
@@ -826,9 +906,11 @@ const file_lanyard_ca_v1_ca_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x04svid\x18\x02 \x01(\v2\x17.lanyard.ca.v1.X509SVIDR\x04svid\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"O\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x8b\x01\n" +
 	"\x15BatchSignSVIDsRequest\x126\n" +
-	"\brequests\x18\x01 \x03(\v2\x1a.lanyard.ca.v1.SVIDRequestR\brequests\"M\n" +
+	"\brequests\x18\x01 \x03(\v2\x1a.lanyard.ca.v1.SVIDRequestR\brequests\x12:\n" +
+	"\vagent_state\x18\x02 \x01(\v2\x19.lanyard.ca.v1.AgentStateR\n" +
+	"agentState\"M\n" +
 	"\x16BatchSignSVIDsResponse\x123\n" +
 	"\aresults\x18\x01 \x03(\v2\x19.lanyard.ca.v1.SVIDResultR\aresults\"\x12\n" +
 	"\x10GetBundleRequest\"B\n" +
@@ -855,49 +937,52 @@ func file_lanyard_ca_v1_ca_proto_rawDescGZIP() []byte {
 	return file_lanyard_ca_v1_ca_proto_rawDescData
 }
 
-var file_lanyard_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_lanyard_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_lanyard_ca_v1_ca_proto_goTypes = []any{
 	(*X509SVID)(nil),               // 0: lanyard.ca.v1.X509SVID
 	(*Bundle)(nil),                 // 1: lanyard.ca.v1.Bundle
 	(*AttestAgentRequest)(nil),     // 2: lanyard.ca.v1.AttestAgentRequest
-	(*AttestAgentResponse)(nil),    // 3: lanyard.ca.v1.AttestAgentResponse
-	(*AttestedWorkload)(nil),       // 4: lanyard.ca.v1.AttestedWorkload
-	(*SVIDRequest)(nil),            // 5: lanyard.ca.v1.SVIDRequest
-	(*SVIDResult)(nil),             // 6: lanyard.ca.v1.SVIDResult
-	(*BatchSignSVIDsRequest)(nil),  // 7: lanyard.ca.v1.BatchSignSVIDsRequest
-	(*BatchSignSVIDsResponse)(nil), // 8: lanyard.ca.v1.BatchSignSVIDsResponse
-	(*GetBundleRequest)(nil),       // 9: lanyard.ca.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),      // 10: lanyard.ca.v1.GetBundleResponse
-	(*WatchBundleRequest)(nil),     // 11: lanyard.ca.v1.WatchBundleRequest
-	(*WatchBundleResponse)(nil),    // 12: lanyard.ca.v1.WatchBundleResponse
-	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 14: google.protobuf.Duration
+	(*AgentState)(nil),             // 3: lanyard.ca.v1.AgentState
+	(*AttestAgentResponse)(nil),    // 4: lanyard.ca.v1.AttestAgentResponse
+	(*AttestedWorkload)(nil),       // 5: lanyard.ca.v1.AttestedWorkload
+	(*SVIDRequest)(nil),            // 6: lanyard.ca.v1.SVIDRequest
+	(*SVIDResult)(nil),             // 7: lanyard.ca.v1.SVIDResult
+	(*BatchSignSVIDsRequest)(nil),  // 8: lanyard.ca.v1.BatchSignSVIDsRequest
+	(*BatchSignSVIDsResponse)(nil), // 9: lanyard.ca.v1.BatchSignSVIDsResponse
+	(*GetBundleRequest)(nil),       // 10: lanyard.ca.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),      // 11: lanyard.ca.v1.GetBundleResponse
+	(*WatchBundleRequest)(nil),     // 12: lanyard.ca.v1.WatchBundleRequest
+	(*WatchBundleResponse)(nil),    // 13: lanyard.ca.v1.WatchBundleResponse
+	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 15: google.protobuf.Duration
 }
 var file_lanyard_ca_v1_ca_proto_depIdxs = []int32{
-	13, // 0: lanyard.ca.v1.X509SVID.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 1: lanyard.ca.v1.Bundle.refresh_hint:type_name -> google.protobuf.Duration
-	0,  // 2: lanyard.ca.v1.AttestAgentResponse.svid:type_name -> lanyard.ca.v1.X509SVID
-	1,  // 3: lanyard.ca.v1.AttestAgentResponse.bundle:type_name -> lanyard.ca.v1.Bundle
-	4,  // 4: lanyard.ca.v1.SVIDRequest.attested:type_name -> lanyard.ca.v1.AttestedWorkload
-	14, // 5: lanyard.ca.v1.SVIDRequest.ttl:type_name -> google.protobuf.Duration
-	0,  // 6: lanyard.ca.v1.SVIDResult.svid:type_name -> lanyard.ca.v1.X509SVID
-	5,  // 7: lanyard.ca.v1.BatchSignSVIDsRequest.requests:type_name -> lanyard.ca.v1.SVIDRequest
-	6,  // 8: lanyard.ca.v1.BatchSignSVIDsResponse.results:type_name -> lanyard.ca.v1.SVIDResult
-	1,  // 9: lanyard.ca.v1.GetBundleResponse.bundle:type_name -> lanyard.ca.v1.Bundle
-	1,  // 10: lanyard.ca.v1.WatchBundleResponse.bundle:type_name -> lanyard.ca.v1.Bundle
-	2,  // 11: lanyard.ca.v1.CAService.AttestAgent:input_type -> lanyard.ca.v1.AttestAgentRequest
-	7,  // 12: lanyard.ca.v1.CAService.BatchSignSVIDs:input_type -> lanyard.ca.v1.BatchSignSVIDsRequest
-	9,  // 13: lanyard.ca.v1.CAService.GetBundle:input_type -> lanyard.ca.v1.GetBundleRequest
-	11, // 14: lanyard.ca.v1.CAService.WatchBundle:input_type -> lanyard.ca.v1.WatchBundleRequest
-	3,  // 15: lanyard.ca.v1.CAService.AttestAgent:output_type -> lanyard.ca.v1.AttestAgentResponse
-	8,  // 16: lanyard.ca.v1.CAService.BatchSignSVIDs:output_type -> lanyard.ca.v1.BatchSignSVIDsResponse
-	10, // 17: lanyard.ca.v1.CAService.GetBundle:output_type -> lanyard.ca.v1.GetBundleResponse
-	12, // 18: lanyard.ca.v1.CAService.WatchBundle:output_type -> lanyard.ca.v1.WatchBundleResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 0: lanyard.ca.v1.X509SVID.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 1: lanyard.ca.v1.Bundle.refresh_hint:type_name -> google.protobuf.Duration
+	3,  // 2: lanyard.ca.v1.AttestAgentRequest.agent_state:type_name -> lanyard.ca.v1.AgentState
+	0,  // 3: lanyard.ca.v1.AttestAgentResponse.svid:type_name -> lanyard.ca.v1.X509SVID
+	1,  // 4: lanyard.ca.v1.AttestAgentResponse.bundle:type_name -> lanyard.ca.v1.Bundle
+	5,  // 5: lanyard.ca.v1.SVIDRequest.attested:type_name -> lanyard.ca.v1.AttestedWorkload
+	15, // 6: lanyard.ca.v1.SVIDRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 7: lanyard.ca.v1.SVIDResult.svid:type_name -> lanyard.ca.v1.X509SVID
+	6,  // 8: lanyard.ca.v1.BatchSignSVIDsRequest.requests:type_name -> lanyard.ca.v1.SVIDRequest
+	3,  // 9: lanyard.ca.v1.BatchSignSVIDsRequest.agent_state:type_name -> lanyard.ca.v1.AgentState
+	7,  // 10: lanyard.ca.v1.BatchSignSVIDsResponse.results:type_name -> lanyard.ca.v1.SVIDResult
+	1,  // 11: lanyard.ca.v1.GetBundleResponse.bundle:type_name -> lanyard.ca.v1.Bundle
+	1,  // 12: lanyard.ca.v1.WatchBundleResponse.bundle:type_name -> lanyard.ca.v1.Bundle
+	2,  // 13: lanyard.ca.v1.CAService.AttestAgent:input_type -> lanyard.ca.v1.AttestAgentRequest
+	8,  // 14: lanyard.ca.v1.CAService.BatchSignSVIDs:input_type -> lanyard.ca.v1.BatchSignSVIDsRequest
+	10, // 15: lanyard.ca.v1.CAService.GetBundle:input_type -> lanyard.ca.v1.GetBundleRequest
+	12, // 16: lanyard.ca.v1.CAService.WatchBundle:input_type -> lanyard.ca.v1.WatchBundleRequest
+	4,  // 17: lanyard.ca.v1.CAService.AttestAgent:output_type -> lanyard.ca.v1.AttestAgentResponse
+	9,  // 18: lanyard.ca.v1.CAService.BatchSignSVIDs:output_type -> lanyard.ca.v1.BatchSignSVIDsResponse
+	11, // 19: lanyard.ca.v1.CAService.GetBundle:output_type -> lanyard.ca.v1.GetBundleResponse
+	13, // 20: lanyard.ca.v1.CAService.WatchBundle:output_type -> lanyard.ca.v1.WatchBundleResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_lanyard_ca_v1_ca_proto_init() }
@@ -905,7 +990,7 @@ func file_lanyard_ca_v1_ca_proto_init() {
 	if File_lanyard_ca_v1_ca_proto != nil {
 		return
 	}
-	file_lanyard_ca_v1_ca_proto_msgTypes[5].OneofWrappers = []any{
+	file_lanyard_ca_v1_ca_proto_msgTypes[6].OneofWrappers = []any{
 		(*SVIDRequest_Token)(nil),
 		(*SVIDRequest_Attested)(nil),
 	}
@@ -915,7 +1000,7 @@ func file_lanyard_ca_v1_ca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lanyard_ca_v1_ca_proto_rawDesc), len(file_lanyard_ca_v1_ca_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

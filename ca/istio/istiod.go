@@ -1,4 +1,4 @@
-package kube
+package istio
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/lanyard-id/lanyard/ca"
+	"github.com/lanyard-id/lanyard/ca/kube"
 )
 
 // Defaults of IstiodCert: what Istio's charts mount at
@@ -170,7 +171,7 @@ func (c *IstiodCert) Reconcile(ctx context.Context) (time.Time, error) {
 	existing, err := secrets.Get(ctx, c.cfg.SecretName, metav1.GetOptions{})
 	found := err == nil
 	if err != nil && !apierrors.IsNotFound(err) {
-		return time.Time{}, fmt.Errorf("%w: get secret %s/%s: %v", ErrUnavailable, c.cfg.Namespace, c.cfg.SecretName, err)
+		return time.Time{}, fmt.Errorf("%w: get secret %s/%s: %v", kube.ErrUnavailable, c.cfg.Namespace, c.cfg.SecretName, err)
 	}
 	roots, err := rootsPEM(c.cfg.Bundler.Bundle())
 	if err != nil {

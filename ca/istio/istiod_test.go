@@ -1,12 +1,14 @@
-package kube
+package istio
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/lanyard-id/lanyard/internal/clocktest"
+	"github.com/lanyard-id/lanyard/storage/storagetest"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
@@ -16,44 +18,7 @@ import (
 
 	"github.com/lanyard-id/lanyard/ca"
 	"github.com/lanyard-id/lanyard/ca/upstream"
-	"github.com/lanyard-id/lanyard/storage"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// countingRecorder keeps the records the CA makes.
-type countingRecorder struct {
-	mu   sync.Mutex
-	recs []storage.CertificateRecord
-}
-
-func (r *countingRecorder) Record(_ context.Context, rec storage.CertificateRecord) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.recs = append(r.recs, rec)
-	return nil
-}
-
-func (r *countingRecorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.recs)
-}
 
 var istiodPolicy = ca.Policy{Rules: []ca.Rule{{
 	Namespace: "istio-system", ServiceAccount: "istiod",
@@ -63,21 +28,21 @@ var istiodPolicy = ca.Policy{Rules: []ca.Rule{{
 type istiodEnv struct {
 	ca    *ca.CA
 	auth  *ca.Authority
-	rec   *countingRecorder
-	clock *clock
+	rec   *storagetest.Recorder
+	clock *clocktest.Clock
 }
 
 // newIstiodEnv is a real CA pipeline (self-signed root, authority,
 // policy) on a fake clock, recording into memory.
 func newIstiodEnv(t *testing.T, policy ca.Policy) *istiodEnv {
 	t.Helper()
-	clk := &clock{now: time.Now().Truncate(time.Second)}
+	clk := clocktest.New(time.Now().Truncate(time.Second))
 	up, err := upstream.NewSelfSigned(upstream.SelfSignedConfig{Dir: t.TempDir(), TrustDomain: testTD.Name(), Clock: clk.Now})
 	require.NoError(t, err)
 	auth, err := ca.NewAuthority(ca.AuthorityConfig{TrustDomain: testTD, Upstream: up, TTL: 720 * time.Hour, Clock: clk.Now})
 	require.NoError(t, err)
 	require.NoError(t, auth.Prepare(context.Background()))
-	rec := &countingRecorder{}
+	rec := &storagetest.Recorder{}
 	issuer, err := ca.New(ca.Config{TrustDomain: testTD, Keys: auth, Recorder: rec, Policy: policy, Clock: clk.Now})
 	require.NoError(t, err)
 	return &istiodEnv{ca: issuer, auth: auth, rec: rec, clock: clk}
@@ -140,22 +105,22 @@ func TestIstiodCert(t *testing.T) {
 	leaf := requireIstiodSecret(t, e, getSecret(t, client, "istio-system", "istiod-tls"), "istiod.istio-system.svc")
 	require.Equal(t, halfLife(leaf), next, "renewed at half-life")
 	require.Equal(t, time.Hour, leaf.NotAfter.Sub(e.clock.Now()), "the CA's default TTL")
-	require.Equal(t, 1, e.rec.count(), "recorded")
+	require.Equal(t, 1, e.rec.Len(), "recorded")
 
 	t.Run("current certificate is kept", func(t *testing.T) {
-		e.clock.Add(20 * time.Minute)
+		e.clock.Advance(20 * time.Minute)
 		again, err := c.Reconcile(ctx)
 		require.NoError(t, err)
 		require.Equal(t, next, again)
-		require.Equal(t, 1, e.rec.count())
+		require.Equal(t, 1, e.rec.Len())
 	})
 	t.Run("renewed at half-life", func(t *testing.T) {
-		e.clock.Add(11 * time.Minute)
+		e.clock.Advance(11 * time.Minute)
 		_, err := c.Reconcile(ctx)
 		require.NoError(t, err)
 		renewed := requireIstiodSecret(t, e, getSecret(t, client, "istio-system", "istiod-tls"), "istiod.istio-system.svc")
 		require.NotEqual(t, leaf.SerialNumber, renewed.SerialNumber)
-		require.Equal(t, 2, e.rec.count())
+		require.Equal(t, 2, e.rec.Len())
 	})
 	for _, tt := range []struct {
 		name   string
@@ -171,13 +136,13 @@ func TestIstiodCert(t *testing.T) {
 			tt.change(s)
 			_, err := client.CoreV1().Secrets("istio-system").Update(ctx, s, metav1.UpdateOptions{})
 			require.NoError(t, err)
-			n := e.rec.count()
+			n := e.rec.Len()
 			_, err = c.Reconcile(ctx)
 			require.NoError(t, err)
 			s = getSecret(t, client, "istio-system", "istiod-tls")
 			requireIstiodSecret(t, e, s, "istiod.istio-system.svc")
 			require.Equal(t, "me", string(s.Data["keep"]), "other keys are kept")
-			require.Equal(t, n+1, e.rec.count())
+			require.Equal(t, n+1, e.rec.Len())
 		})
 	}
 	t.Run("deleted Secret is recreated", func(t *testing.T) {
@@ -207,7 +172,7 @@ func TestIstiodCertRefusesOtherSecretType(t *testing.T) {
 	})
 	_, err := e.controller(t, client, nil).Reconcile(context.Background())
 	require.Error(t, err)
-	require.Equal(t, 0, e.rec.count(), "nothing issued for a Secret that cannot hold it")
+	require.Equal(t, 0, e.rec.Len(), "nothing issued for a Secret that cannot hold it")
 }
 
 func TestNewIstiodCertChecksPolicy(t *testing.T) {
