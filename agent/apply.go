@@ -121,3 +121,15 @@ func renewalTime(leaf *x509.Certificate, got time.Time) time.Time {
 	}
 	return start.Add(jitter(leaf.NotAfter.Sub(start)/2, 0.1))
 }
+
+// currentToken is the token a renewal of w sends: its TokenSource's current
+// one when it has a source that can be read, else the token it came with.
+func currentToken(w Workload) string {
+	if w.Token == "" || w.TokenSource == nil {
+		return w.Token
+	}
+	if tok, err := w.TokenSource(); err == nil && tok != "" {
+		return tok
+	}
+	return w.Token
+}

@@ -31,7 +31,9 @@ import (
 
 // ClientConfig configures the agent's connection to the CA.
 type ClientConfig struct {
-	// Addr is the CA's gRPC address (host:port).
+	// Addr is the CA's gRPC target: "dns:///<headless service>:8443" to
+	// balance over every replica (round robin, retrying an UNAVAILABLE call
+	// on another), "host:port", or a comma-separated list of host:port.
 	Addr        string
 	TrustDomain spiffeid.TrustDomain
 	// Bundle is the bootstrap trust bundle the CA's serving certificate is
@@ -96,7 +98,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c := &Client{cfg: cfg}
 	c.bundle.Store(cfg.Bundle)
 	tlsCfg := tlsconfig.MTLSClientConfig(c, c, tlsconfig.AuthorizeID(cfg.ServerID))
-	conn, err := grpc.NewClient(cfg.Addr, c.dialOptions(credentials.NewTLS(tlsCfg))...)
+	conn, err := c.dial(credentials.NewTLS(tlsCfg))
 	if err != nil {
 		return nil, fmt.Errorf("ca client: %w", err)
 	}
@@ -104,14 +106,17 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-func (c *Client) dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
+// dial makes a connection that balances over every CA replica behind
+// Addr (see dialTarget).
+func (c *Client) dial(creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	bc := grpcbackoff.DefaultConfig
 	bc.MaxDelay = c.cfg.ReconnectMaxDelay
-	return []grpc.DialOption{
+	target, opts := dialTarget(c.cfg.Addr)
+	return grpc.NewClient(target, append(opts,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	}
+	)...)
 }
 
 // Close closes the connection.
@@ -157,7 +162,7 @@ func (c *Client) Attest(ctx context.Context) error {
 		return fmt.Errorf("agent CSR: %w", err)
 	}
 	tlsCfg := tlsconfig.TLSClientConfig(c, tlsconfig.AuthorizeID(c.cfg.ServerID))
-	conn, err := grpc.NewClient(c.cfg.Addr, c.dialOptions(credentials.NewTLS(tlsCfg))...)
+	conn, err := c.dial(credentials.NewTLS(tlsCfg))
 	if err != nil {
 		return fmt.Errorf("dial CA: %w", err)
 	}

@@ -335,6 +335,7 @@ func (m *Manager) sign(ctx context.Context, batch []*entry) {
 	}
 	m.mu.Unlock()
 	for i, w := range works {
+		w.Token = currentToken(w)
 		key, csr, err := newCSR(w.ID)
 		if err != nil {
 			m.cfg.Logger.Error("make workload key", "error", err)

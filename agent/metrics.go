@@ -15,6 +15,9 @@ type Metrics struct {
 	OutageBudget prometheus.Gauge
 	// SVIDsHeld is the number of SVIDs in the cache.
 	SVIDsHeld prometheus.Gauge
+	// Entries is the number of credentials the cache holds state for,
+	// with or without an SVID.
+	Entries prometheus.Gauge
 	// Streams counts connected streams, by API.
 	Streams *prometheus.GaugeVec
 }
@@ -22,7 +25,7 @@ type Metrics struct {
 // NewMetrics creates the metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := newUnregisteredMetrics()
-	reg.MustRegister(m.SVIDsServed, m.Rotations, m.RenewFailures, m.OutageBudget, m.SVIDsHeld, m.Streams)
+	reg.MustRegister(m.SVIDsServed, m.Rotations, m.RenewFailures, m.OutageBudget, m.SVIDsHeld, m.Entries, m.Streams)
 	return m
 }
 
@@ -42,6 +45,9 @@ func newUnregisteredMetrics() *Metrics {
 		}),
 		SVIDsHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lanyard_agent_svids_held", Help: "Workload SVIDs in the cache.",
+		}),
+		Entries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lanyard_agent_cache_entries", Help: "Credentials the SVID cache holds state for, with or without an SVID.",
 		}),
 		Streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lanyard_agent_streams", Help: "Connected SDS and Workload API streams, by API.",
@@ -81,5 +87,6 @@ func (m *Manager) updateGauges() {
 		}
 	}
 	m.cfg.Metrics.SVIDsHeld.Set(float64(held))
+	m.cfg.Metrics.Entries.Set(float64(len(m.entries)))
 	m.cfg.Metrics.OutageBudget.Set(max(earliest, 0))
 }

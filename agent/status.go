@@ -51,6 +51,8 @@ func Status(log *slog.Logger, msg string, err error) error {
 		code, text = codes.PermissionDenied, "workload could not be identified"
 	case errors.Is(err, ErrDenied):
 		code, text = codes.PermissionDenied, "identity refused by the CA"
+	case errors.Is(err, ErrTooManyPending):
+		code, text = codes.ResourceExhausted, "too many unverified tokens pending, retry"
 	case errors.Is(err, ErrCredentialExpired):
 		code, text, level = codes.Unauthenticated, "token no longer accepted, reconnect with a fresh one", slog.LevelInfo
 	case errors.Is(err, ErrNotReady):

@@ -39,6 +39,13 @@ func (s *subscription) Close() {
 		delete(s.e.subs, s)
 		if len(s.e.subs) == 0 {
 			s.e.idleAt = s.m.cfg.Clock()
+			if s.e.workload.Token != "" && s.e.svid == nil && errors.Is(s.e.err, ErrDenied) && s.m.entries[s.e.key] == s.e {
+				// A refused token's entry is of no use to anyone: drop it
+				// now rather than after IdleTimeout, so forged tokens
+				// leave nothing behind.
+				delete(s.m.entries, s.e.key)
+				s.m.dirty = true
+			}
 		}
 	}
 	s.m.mu.Unlock()

@@ -47,6 +47,11 @@ type Workload struct {
 	ID spiffeid.ID
 	// Token is the projected service-account token (audience "lanyard").
 	Token string
+	// TokenSource, when set with Token (sidecar mode: the token is the
+	// pod's own token file), returns the current token. Renewals ask it
+	// first, so that a token file rotated by the kubelet is used by the
+	// next renewal and no stream has to fail with the old token first.
+	TokenSource func() (string, error)
 	// Attested is set when the peer was attested instead.
 	Attested *Attested
 }

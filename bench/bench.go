@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lanyard-id/lanyard/ca/tokens"
+	"github.com/lanyard-id/lanyard/internal/pgtest"
 )
 
 // Config configures Run. Zero fields take the defaults in brackets.
@@ -66,6 +67,14 @@ type Config struct {
 	KeepDir bool
 	// Progress receives progress lines; nil discards them.
 	Progress io.Writer
+	// Stores are the stores measured, one run each, in order: "sqlite"
+	// and "postgres" [both]. The rotation storm and the batching phase
+	// run with the first only. For PostgreSQL the benchmark starts a
+	// server of its own (internal/pgtest: Debian's postgresql, fsync and
+	// synchronous_commit on) on 127.0.0.1.
+	Stores []string
+
+	postgresDSN string // the store of the current run, set by Run
 }
 
 func (c *Config) fill() error {
@@ -107,6 +116,14 @@ func (c *Config) fill() error {
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
+	if len(c.Stores) == 0 {
+		c.Stores = []string{"sqlite", "postgres"}
+	}
+	for _, st := range c.Stores {
+		if st != "sqlite" && st != "postgres" {
+			return fmt.Errorf("bench: store %q: want sqlite or postgres", st)
+		}
+	}
 	switch {
 	case c.Agents < 1, c.Callers < 1, c.Identities < 1, c.CSRs < 1:
 		return errors.New("bench: agents, callers, identities and CSRs must be at least 1")
@@ -126,15 +143,51 @@ func (c *Config) fill() error {
 	return nil
 }
 
-// Run starts the CA binary as `lanyard dev` in a fresh directory, measures
-// the crypto floor, attests the agents, runs the load phases and writes the
-// report to out; the last line is the `issuance:` summary of the Batch
-// phase. The CA process group is stopped before Run returns, whatever
-// happens. A run in which any certificate failed returns an error.
-func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
+// Run measures each of cfg.Stores in turn (runStore) and writes their
+// reports to out; each ends with its `issuance: ... store=<name>` line.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := cfg.fill(); err != nil {
 		return err
 	}
+	var errs []error
+	for i, store := range cfg.Stores {
+		c := cfg
+		if i > 0 { // the storm and the batching phase once, with the first store
+			c.StormWorkloads, c.BigBatch = 0, -1
+		}
+		var stop func() error
+		if store == "postgres" {
+			fmt.Fprintf(cfg.Progress, "bench: starting PostgreSQL (fsync and synchronous_commit on)\n")
+			pg, err := pgtest.Start(ctx, pgtest.Options{Fsync: true})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bench: %w", err))
+				continue
+			}
+			if err := pg.Exec(ctx, "CREATE DATABASE lanyard_bench"); err != nil {
+				errs = append(errs, fmt.Errorf("bench: %w", errors.Join(err, pg.Close())))
+				continue
+			}
+			c.postgresDSN, stop = pg.DSN("lanyard_bench"), pg.Close
+		}
+		err := runStore(ctx, c, store, out)
+		if stop != nil {
+			err = errors.Join(err, stop())
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// runStore starts the CA binary as `lanyard dev` on store in a fresh
+// directory, measures the crypto floor, attests the agents, runs the load
+// phases and writes the report to out; the last line is the `issuance:`
+// summary of the Batch phase. The CA process group is stopped before it
+// returns, whatever happens. A run in which any certificate failed returns
+// an error.
+func runStore(ctx context.Context, cfg Config, store string, out io.Writer) (err error) {
 	progress := func(format string, args ...any) { fmt.Fprintf(cfg.Progress, "bench: "+format+"\n", args...) }
 	dir, err := os.MkdirTemp("", "lanyard-bench-*")
 	if err != nil {
@@ -254,8 +307,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 	}
 
-	fmt.Fprintf(out, "lanyard bench: %d cores, load average %s at start; CA = `lanyard dev` pid %d on %s (SQLite store, dev issuer), %d agents, %d identities, %d CSRs\n",
-		runtimeCores(), loadAtStart, ca.pid(), ca.grpcAddr, len(agents), len(ids), len(csrs))
+	fmt.Fprintf(out, "lanyard bench: %d cores, load average %s at start; CA = `lanyard dev` pid %d on %s (%s store, dev issuer), %d agents, %d identities, %d CSRs\n",
+		runtimeCores(), loadAtStart, ca.pid(), ca.grpcAddr, store, len(agents), len(ids), len(csrs))
 	fmt.Fprintf(out, "crypto floor: %s certs/s, %d us CPU/cert = RS256 JWT verify (go-jose) + CSR parse+CheckSignature (P-256) + leaf sign (P-256 intermediate), %d goroutines for %.1fs in the bench process while the CA idles\n",
 		formatRate(floor.rate), floor.cpuPerCert().Microseconds(), floor.workers, floor.elapsed.Seconds())
 	if storm != nil {
@@ -274,8 +327,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if floor.rate > 0 {
 		ratio = main.rate() / floor.rate
 	}
-	summary := fmt.Sprintf("issuance: %s certs/s p50=%.2fms p99=%.2fms floor=%s certs/s ratio=%.2f",
-		formatRate(main.rate()), ms(main.timed.hist.percentile(50)), ms(main.timed.hist.percentile(99)), formatRate(floor.rate), ratio)
+	summary := fmt.Sprintf("issuance: %s certs/s p50=%.2fms p99=%.2fms floor=%s certs/s ratio=%.2f store=%s",
+		formatRate(main.rate()), ms(main.timed.hist.percentile(50)), ms(main.timed.hist.percentile(99)), formatRate(floor.rate), ratio, store)
 	var stormFailed uint64
 	if storm != nil {
 		stormFailed = storm.failures()

@@ -31,7 +31,7 @@ type caProcess struct {
 // started) and with SIGKILL as its parent-death signal (so that it dies
 // with the benchmark even when the benchmark is killed). Its stdout and
 // stderr go to dir/ca.log.
-func startCA(binary, dir string) (*caProcess, error) {
+func startCA(binary, dir, postgresDSN string) (*caProcess, error) {
 	grpcAddr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -48,7 +48,11 @@ func startCA(binary, dir string) (*caProcess, error) {
 	defer logf.Close() // the child has its own descriptor
 	fmt.Fprintf(logf, "--- lanyard dev --grpc-addr %s --http-addr %s (started by lanyard bench at %s)\n",
 		grpcAddr, httpAddr, time.Now().Format(time.RFC3339))
-	cmd := exec.Command(binary, "dev", "--dir", dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--agent=false", "--log-level", "warn")
+	args := []string{"dev", "--dir", dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--agent=false", "--log-level", "warn"}
+	if postgresDSN != "" {
+		args = append(args, "--postgres-dsn", postgresDSN)
+	}
+	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -21,7 +21,7 @@ const tokenHeadroom = 1.5
 // when the ones picked were taken in between.
 func startReadyCA(ctx context.Context, cfg Config, dir string, progress func(string, ...any)) (*caProcess, error) {
 	for attempt := 1; ; attempt++ {
-		ca, err := startCA(cfg.Binary, dir)
+		ca, err := startCA(cfg.Binary, dir, cfg.postgresDSN)
 		if err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}

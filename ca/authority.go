@@ -67,6 +67,10 @@ type AuthorityConfig struct {
 	Logger *slog.Logger
 	// OnRotate, when set, is called after each new intermediate is active.
 	OnRotate func(*X509CA)
+	// Shared, when set, is the trust bundle replicas keep in their shared
+	// store: the upstream's roots are added to it, and the bundle served is
+	// the stored one (see BundleSync). Nil: the upstream's roots alone.
+	Shared SharedBundle
 }
 
 // Authority keeps this replica's intermediate fresh and publishes the trust
@@ -262,7 +266,10 @@ func (a *Authority) mint(ctx context.Context) error {
 		return err
 	}
 	x := &X509CA{Certificate: cert, Signer: key, Chain: resp.CertChain, KeyID: hex.EncodeToString(cert.SubjectKeyId)}
-	a.setRoots(resp.Roots)
+	if err := a.publishRoots(ctx, resp.Roots); err != nil && !a.bundleHolds(resp.Roots) {
+		// Leaves under a root the bundle lacks would not verify anywhere.
+		return err
+	}
 	a.current.Store(x)
 	a.cfg.Logger.Info("intermediate active", "key_id", x.KeyID, "not_after", cert.NotAfter)
 	if a.cfg.OnRotate != nil {
@@ -296,8 +303,7 @@ func (a *Authority) refreshBundle(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read trust bundle: %w", err)
 	}
-	a.setRoots(roots)
-	return nil
+	return a.publishRoots(ctx, roots)
 }
 
 // setRoots publishes roots as the bundle when they differ from the current.

@@ -350,15 +350,16 @@ func TestAuthorityRunRenewsAtHalfLife(t *testing.T) {
 	first := h.current(t)
 	h.run(t)
 
-	// NotBefore is backdated 10 s: half-life is 55 s from now.
+	// NotBefore is backdated a quarter of the TTL (30 s, under
+	// upstream.IntermediateBackdate): half-life is 45 s from now.
 	tm := h.after.next(t)
-	require.Equal(t, 55*time.Second, tm.d)
+	require.Equal(t, 45*time.Second, tm.d)
 
 	// Woken early (a real timer may be), Run does not renew.
 	tm.d = 30 * time.Second
 	tm.fire(h.clock)
 	tm = h.after.next(t)
-	require.Equal(t, 25*time.Second, tm.d)
+	require.Equal(t, 15*time.Second, tm.d)
 	require.Same(t, first, h.current(t))
 	require.Len(t, h.rotations(), 1)
 
@@ -369,7 +370,7 @@ func TestAuthorityRunRenewsAtHalfLife(t *testing.T) {
 	require.NotEqual(t, first.Certificate.SerialNumber, second.Certificate.SerialNumber)
 	require.NotEqual(t, first.KeyID, second.KeyID)
 	require.Equal(t, h.clock.Now().Add(2*time.Minute), second.Certificate.NotAfter)
-	require.Equal(t, 55*time.Second, tm.d)
+	require.Equal(t, 45*time.Second, tm.d)
 
 	// An hour of renewals: every intermediate is replaced at half-life and
 	// there is always a valid one.

@@ -60,9 +60,26 @@ type Config struct {
 	DefaultTTL time.Duration
 	MaxTTL     time.Duration
 	AgentTTL   time.Duration
-	Clock      func() time.Time
-	Logger     *slog.Logger
+	// Backdate is how far before the signing time a certificate's
+	// NotBefore is set, so that peers whose clocks are behind the CA's
+	// accept it at once; never more than a quarter of the certificate's
+	// lifetime, so that a client renewing at half-life counted from
+	// NotBefore does not renew at once. Default DefaultBackdate (5m), at
+	// most MaxBackdate.
+	Backdate time.Duration
+	Clock    func() time.Time
+	Logger   *slog.Logger
 }
+
+const (
+	// DefaultBackdate covers the clock skew of a few minutes that NTP
+	// outages and suspended VMs cause between the CA, agents and peers.
+	// SPIRE backdates 10s, Istio's CA 2m, the Kubernetes CSR signer 5m;
+	// docs/security.md says why 5m.
+	DefaultBackdate = 5 * time.Minute
+	// MaxBackdate is the largest Backdate a Config may ask for.
+	MaxBackdate = time.Hour
+)
 
 // CA is the issuing pipeline: authorise → validate CSR → sign → record.
 // Authentication happens before, at the API that knows the credential.
@@ -95,6 +112,12 @@ func New(cfg Config) (*CA, error) {
 	}
 	if err := cfg.Policy.Validate(); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
+	}
+	switch {
+	case cfg.Backdate < 0 || cfg.Backdate > MaxBackdate:
+		return nil, fmt.Errorf("ca: backdate %s not in [0, %s]", cfg.Backdate, MaxBackdate)
+	case cfg.Backdate == 0:
+		cfg.Backdate = DefaultBackdate
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -281,8 +304,8 @@ func (c *CA) sign(ctx context.Context, r leafRequest) (*Issued, error) {
 }
 
 // leafTemplate builds an X.509-SVID template: URI SAN, serverAuth+clientAuth,
-// key usage by key type, 128-bit random serial, NotBefore backdated 10 s,
-// NotAfter never past the issuer's.
+// key usage by key type, 128-bit random serial, NotBefore backdated by
+// min(Backdate, ttl/4), NotAfter never past the issuer's.
 func (c *CA) leafTemplate(r leafRequest, issuer *x509.Certificate) (*x509.Certificate, error) {
 	serial, err := upstream.RandomSerial()
 	if err != nil {
@@ -303,7 +326,7 @@ func (c *CA) leafTemplate(r leafRequest, issuer *x509.Certificate) (*x509.Certif
 	}
 	return &x509.Certificate{
 		SerialNumber:          serial,
-		NotBefore:             now.Add(-10 * time.Second),
+		NotBefore:             now.Add(-min(c.cfg.Backdate, r.ttl/4)),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{r.id.URL()},
 		DNSNames:              r.dns,

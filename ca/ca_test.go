@@ -156,7 +156,7 @@ func TestSignWorkloadLeaf(t *testing.T) {
 			require.Equal(t, 1, leaf.SerialNumber.Sign())
 			require.LessOrEqual(t, leaf.SerialNumber.BitLen(), 128)
 			require.Equal(t, leaf.SerialNumber.Text(16), issued.Serial)
-			require.Equal(t, now.Add(-10*time.Second), leaf.NotBefore)
+			require.Equal(t, now.Add(-DefaultBackdate), leaf.NotBefore, "backdated for clock skew")
 			require.Equal(t, now.Add(time.Hour), leaf.NotAfter)
 			require.Equal(t, testKey(t, tt.key).Public(), leaf.PublicKey)
 			// An X.509-SVID with an empty subject has a critical SAN.

@@ -79,8 +79,9 @@ func requireX509Context(t *testing.T, x *workloadapi.X509Context, bundle *x509bu
 
 // x509Update is one update a watcher saw.
 type x509Update struct {
-	at   time.Time
-	svid *x509svid.SVID
+	at      time.Time
+	svid    *x509svid.SVID
+	bundles *x509bundle.Set
 }
 
 // x509Watch runs WatchX509Context with the go-spiffe client and records
@@ -94,7 +95,7 @@ type x509Watch struct {
 
 func (w *x509Watch) OnX509ContextUpdate(x *workloadapi.X509Context) {
 	w.mu.Lock()
-	w.updates = append(w.updates, x509Update{at: time.Now(), svid: x.DefaultSVID()})
+	w.updates = append(w.updates, x509Update{at: time.Now(), svid: x.DefaultSVID(), bundles: x.Bundles})
 	w.mu.Unlock()
 	select {
 	case w.changed <- struct{}{}:

@@ -26,6 +26,10 @@ var (
 	// token it did not issue. The CA answers codes.InvalidArgument (or
 	// Internal, when the record came from its own pipeline).
 	ErrInvalidArgument = errors.New("storage: invalid argument")
+	// ErrSchemaTooNew reports a database migrated by a newer Lanyard: this
+	// code does not know its schema and refuses to touch it. It happens at
+	// start only (the CA does not start), so it never reaches the wire.
+	ErrSchemaTooNew = errors.New("storage: database schema is newer than this binary")
 )
 
 // CertificateRecord is the log entry for one issued certificate. Every

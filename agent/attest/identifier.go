@@ -83,7 +83,11 @@ func (i *Identifier) Identify(ctx context.Context) (agent.Workload, error) {
 			i.log.Error("sidecar token unreadable", "path", i.tokenFile.path, "error", err)
 			return agent.Workload{}, fmt.Errorf("%w: %w", agent.ErrNotIdentified, err)
 		}
-		return i.tokenWorkload(tok, "sidecar")
+		w, err := i.tokenWorkload(tok, "sidecar")
+		if err == nil {
+			w.TokenSource = i.tokenFile.Token // renewals read the rotated file
+		}
+		return w, err
 	}
 	tok, ok, err := bearerToken(ctx)
 	if err != nil {

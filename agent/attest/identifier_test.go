@@ -194,7 +194,13 @@ func TestIdentifySidecar(t *testing.T) {
 		"namespace": "shop", "serviceaccount": map[string]any{"name": "web"}, "pod": map[string]any{"name": "web-1"},
 	}})
 	require.NotEqual(t, first, second)
+	firstWorkload := w
 	write(second)
+	// A subscription made with the first token renews with the second.
+	require.NotNil(t, firstWorkload.TokenSource)
+	tok, err := firstWorkload.TokenSource()
+	require.NoError(t, err)
+	require.Equal(t, second, tok)
 	w, err = id.Identify(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, second, w.Token)

@@ -18,6 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/lanyard-id/lanyard/agent"
 )
 
 // Resource names with a fixed meaning (the names Istio and SPIRE use).
@@ -274,13 +276,33 @@ func writeField(h hash.Hash, s string) {
 	h.Write([]byte(s))
 }
 
-// normalize drops empty and repeated names, keeping the first order.
-func normalize(names []string) []string {
+// Limits on one request's resource_names. Envoy names one or two secrets
+// per stream (its certificate and a validation context), so these leave
+// ample room while bounding the work and memory a caller can ask for.
+const (
+	// MaxResourceNames bounds the names of one request.
+	MaxResourceNames = 64
+	// MaxResourceNameLength bounds one name: a SPIFFE ID is at most 2048
+	// bytes.
+	MaxResourceNameLength = 2048
+)
+
+// normalize checks the limits (agent.ErrBadRequest, InvalidArgument, beyond them) and drops
+// empty and repeated names, keeping the first order, in linear time.
+func normalize(names []string) ([]string, error) {
+	if len(names) > MaxResourceNames {
+		return nil, fmt.Errorf("%w: %d resource names, at most %d allowed", agent.ErrBadRequest, len(names), MaxResourceNames)
+	}
 	out := make([]string, 0, len(names))
+	seen := make(map[string]struct{}, len(names))
 	for _, n := range names {
-		if n != "" && !slices.Contains(out, n) {
+		if len(n) > MaxResourceNameLength {
+			return nil, fmt.Errorf("%w: resource name of %d bytes, at most %d allowed", agent.ErrBadRequest, len(n), MaxResourceNameLength)
+		}
+		if _, dup := seen[n]; n != "" && !dup {
+			seen[n] = struct{}{}
 			out = append(out, n)
 		}
 	}
-	return out
+	return out, nil
 }

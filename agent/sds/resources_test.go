@@ -1,6 +1,10 @@
 package sds
 
 import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
 	"testing"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -8,8 +12,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lanyard-id/lanyard/agent"
 	"github.com/lanyard-id/lanyard/agent/agenttest"
 	"github.com/lanyard-id/lanyard/agent/sds/sdstest"
 	"github.com/lanyard-id/lanyard/ca/catest"
@@ -58,7 +65,9 @@ func TestResolve(t *testing.T) {
 			omits: []string{"default"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			a, err := resolve(normalize(tt.names), tt.view)
+			names, err := normalize(tt.names)
+			require.NoError(t, err)
+			a, err := resolve(names, tt.view)
 			require.NoError(t, err)
 			require.Equal(t, tt.served, a.served)
 			require.Equal(t, tt.pending, a.pending)
@@ -126,4 +135,35 @@ func TestValidateRejectsEmptyCertificate(t *testing.T) {
 	err = sdstest.Validate(resp, []*tlsv3.Secret{{Name: "default",
 		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{}}}})
 	require.ErrorContains(t, err, "empty certificate")
+}
+
+func TestNormalizeLimits(t *testing.T) {
+	many := make([]string, 100_000)
+	for i := range many {
+		many[i] = fmt.Sprintf("spiffe://cluster.local/ns/default/sa/n%d", i)
+	}
+	for _, tt := range []struct {
+		name    string
+		names   []string
+		wantErr string
+	}{
+		{name: "100k names", names: many, wantErr: "at most 64"},
+		{name: "65 names", names: many[:MaxResourceNames+1], wantErr: "at most 64"},
+		{name: "64 names", names: many[:MaxResourceNames]},
+		{name: "64 repeated names", names: slices.Repeat([]string{"default"}, MaxResourceNames)},
+		{name: "name too long", names: []string{strings.Repeat("x", MaxResourceNameLength+1)}, wantErr: "bytes"},
+		{name: "longest name", names: []string{strings.Repeat("x", MaxResourceNameLength)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := normalize(tt.names)
+			if tt.wantErr != "" {
+				require.ErrorIs(t, err, agent.ErrBadRequest)
+				require.Equal(t, codes.InvalidArgument, status.Code(agent.Status(slog.New(slog.DiscardHandler), "test", err)))
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.NotEmpty(t, out)
+		})
+	}
 }

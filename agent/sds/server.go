@@ -110,7 +110,10 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	defer sub.Close()
 	log := s.log.With("method", "FetchSecrets", "spiffe_id", w.ID.String())
 
-	names := normalize(req.GetResourceNames())
+	names, err := normalize(req.GetResourceNames())
+	if err != nil {
+		return nil, agent.Status(s.log.With("method", "FetchSecrets"), "request refused", err)
+	}
 	wait, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 	defer cancel()
 	var a answer

@@ -106,7 +106,10 @@ func (st *stream) onRequest(req *discoveryv3.DiscoveryRequest) error {
 			st.log.Debug("ack", "version", st.acked)
 		}
 	}
-	names := normalize(req.GetResourceNames())
+	names, err := normalize(req.GetResourceNames())
+	if err != nil {
+		return agent.Status(st.log, "request refused", err)
+	}
 	if st.subscribed && sameSet(names, st.names) {
 		return nil // ACK or NACK of the current subscription: nothing new to send
 	}

@@ -26,10 +26,11 @@ import (
 const (
 	DefaultIstioAudience = "istio-ca"
 	// DefaultIstioRateLimit certificates per second and DefaultIstioRateBurst
-	// at once for one SPIFFE ID: a rollout of 100 replicas of one service
-	// account at once passes, a client in a loop does not.
-	DefaultIstioRateLimit      = 10
-	DefaultIstioRateBurst      = 100
+	// at once for one SPIFFE ID: 1,000 replicas of one service account
+	// restarting at once get their certificates without waiting, a
+	// client in a loop does not (it is held to 100/s while others pass).
+	DefaultIstioRateLimit      = 100
+	DefaultIstioRateBurst      = 1000
 	DefaultIstioRateIdentities = 100_000
 )
 

@@ -63,6 +63,7 @@ type istioEnv struct {
 	auth   *ca.Authority
 	store  storage.Store
 	client istiopb.IstioCertificateServiceClient
+	conn   *grpc.ClientConn
 	dev    *tokens.DevIssuer
 	other  *tokens.DevIssuer
 }
@@ -76,6 +77,8 @@ type istioEnvOptions struct {
 	// cache puts the positive token cache in front of the verifiers, as
 	// `lanyard ca` does.
 	cache bool
+	// limits of the gRPC server.
+	limits Limits
 }
 
 func newIstioEnv(t testing.TB, o istioEnvOptions) *istioEnv {
@@ -111,7 +114,7 @@ func newIstioEnv(t testing.TB, o istioEnvOptions) *istioEnv {
 	cert, err := serving.New(serving.Config{CA: issuer, Keys: auth, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
 	require.NoError(t, err)
 	cfg := Config{
-		Addr: "127.0.0.1:0", CA: issuer, Authority: auth, Tokens: clusters, Store: st, Serving: cert, Istio: &o.istio,
+		Addr: "127.0.0.1:0", CA: issuer, Authority: auth, Tokens: clusters, Store: st, Serving: cert, Istio: &o.istio, Limits: o.limits,
 	}
 	if o.overload {
 		cfg.MaxInFlight, cfg.OverloadWait = 1, time.Nanosecond
@@ -139,7 +142,7 @@ func newIstioEnv(t testing.TB, o istioEnvOptions) *istioEnv {
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	return &istioEnv{
-		srv: srv, auth: auth, store: st, client: istiopb.NewIstioCertificateServiceClient(conn),
+		srv: srv, auth: auth, store: st, client: istiopb.NewIstioCertificateServiceClient(conn), conn: conn,
 		dev: iss[0], other: iss[1],
 	}
 }

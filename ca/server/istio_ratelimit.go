@@ -36,7 +36,11 @@ func newRateLimiter(perSecond float64, burst, maxKeys int, clock func() time.Tim
 }
 
 // allow takes a token from key's bucket and reports whether there was one.
-func (r *rateLimiter) allow(key string) bool {
+func (r *rateLimiter) allow(key string) bool { return r.allowN(key, 1) }
+
+// allowN takes n tokens from key's bucket and reports whether there were
+// n.
+func (r *rateLimiter) allowN(key string, n int) bool {
 	if r == nil {
 		return true
 	}
@@ -45,7 +49,7 @@ func (r *rateLimiter) allow(key string) bool {
 	defer r.mu.Unlock()
 	if e, ok := r.buckets[key]; ok {
 		r.lru.MoveToFront(e)
-		return e.Value.(*bucket).lim.AllowN(now, 1)
+		return e.Value.(*bucket).lim.AllowN(now, n)
 	}
 	for r.lru.Len() >= r.max {
 		oldest := r.lru.Back()
@@ -54,7 +58,7 @@ func (r *rateLimiter) allow(key string) bool {
 	}
 	b := &bucket{key: key, lim: rate.NewLimiter(r.limit, r.burst)}
 	r.buckets[key] = r.lru.PushFront(b)
-	return b.lim.AllowN(now, 1)
+	return b.lim.AllowN(now, n)
 }
 
 // len is the number of keys tracked.

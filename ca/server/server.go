@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	istiopb "istio.io/api/security/v1alpha1"
 
@@ -73,6 +72,9 @@ type Config struct {
 	Controls    *ca.Controls
 	Admin       *AdminConfig
 	ReportFlush time.Duration
+	// Limits bounds streams, headers, unauthenticated requests and
+	// WatchBundle streams per peer; zero fields take the defaults.
+	Limits Limits
 	// Register, when set, registers more services on the gRPC server.
 	Register   func(*grpc.Server)
 	Registerer prometheus.Registerer
@@ -156,13 +158,12 @@ func New(cfg Config) (*Server, error) {
 		}
 		unary, stream = append(unary, s.admin.unaryAuth), append(stream, s.admin.streamAuth)
 	}
-	s.grpc = grpc.NewServer(
+	cfg.Limits.fill()
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, cfg.Limits.serverOptions(cfg.Clock)...)...)
 	cas := &caService{
 		ca: cfg.CA, tokens: cfg.Tokens, bundler: cfg.Authority, store: cfg.Store,
 		limit: newLimiter(cfg.MaxInFlight, cfg.OverloadWait, cfg.MaxQueued, m), metrics: m, log: cfg.Logger,

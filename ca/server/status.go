@@ -22,6 +22,13 @@ var (
 	// ErrNoClientCert: a call that needs an agent SVID came without one.
 	// Served as codes.Unauthenticated.
 	ErrNoClientCert = errors.New("client certificate required")
+	// ErrRequestTooLarge: a request of a method callable without a client
+	// certificate is over Limits.UnauthenticatedMaxMsgSize. Served as
+	// codes.ResourceExhausted, as gRPC's own message size limit.
+	ErrRequestTooLarge = errors.New("request too large")
+	// ErrTooManyStreams: the peer has as many WatchBundle streams open as
+	// Limits allows. Served as codes.ResourceExhausted.
+	ErrTooManyStreams = errors.New("too many streams open")
 	// ErrStopping: the server is shutting down; the client reconnects to
 	// another replica. Served as codes.Unavailable.
 	ErrStopping = errors.New("CA is shutting down, reconnect")
@@ -35,7 +42,8 @@ var (
 // expired or wrong audience → Unauthenticated; identity or SAN not allowed
 // → PermissionDenied; a record an admin asked for is absent → NotFound;
 // overload → ResourceExhausted; store, Vault or
-// Kubernetes down (tokens.ErrUnavailable, kube.ErrUnavailable), CA not
+// Kubernetes down (tokens.ErrUnavailable, tokens.ErrKeysTooOld,
+// kube.ErrUnavailable), CA not
 // ready or stopping → Unavailable; anything else (a status error from
 // below included: it is never passed through) → Internal with a generic
 // message. A security failure is never Internal.
@@ -46,7 +54,7 @@ func toStatus(err error) *status.Status {
 	switch {
 	case errors.Is(err, ca.ErrInvalidCSR), errors.Is(err, ca.ErrInvalidRequest):
 		return status.New(codes.InvalidArgument, err.Error())
-	case errors.Is(err, tokens.ErrUnavailable), errors.Is(err, storage.ErrUnavailable),
+	case errors.Is(err, tokens.ErrUnavailable), errors.Is(err, tokens.ErrKeysTooOld), errors.Is(err, storage.ErrUnavailable),
 		errors.Is(err, storage.ErrClosed), errors.Is(err, ca.ErrNotReady), errors.Is(err, kube.ErrUnavailable):
 		return status.New(codes.Unavailable, "temporarily unavailable, retry")
 	case errors.Is(err, ErrStopping):
@@ -59,7 +67,7 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.PermissionDenied, err.Error())
 	case errors.Is(err, storage.ErrNotFound):
 		return status.New(codes.NotFound, err.Error())
-	case errors.Is(err, ErrOverloaded):
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrRequestTooLarge), errors.Is(err, ErrTooManyStreams):
 		return status.New(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, "request canceled")

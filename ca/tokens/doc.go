@@ -6,7 +6,12 @@
 //   - JWKSVerifier checks projected service-account tokens offline against
 //     the issuer's public keys, from OIDC discovery, a JWKS URL, a file or
 //     static bytes. Keys are cached and refreshed; an unknown kid causes at
-//     most one rate-limited refetch shared by concurrent callers.
+//     most one rate-limited refetch shared by concurrent callers. A slow
+//     or failing key endpoint holds up only its own cluster's callers, and
+//     only until its first fetch has failed: at most one fetch is in
+//     flight (bounded by FetchTimeout), a failure is remembered for
+//     MinRefetchInterval (callers are answered at once meanwhile), and keys
+//     kept through failing refreshes expire after MaxKeyAge.
 //   - TokenReviewVerifier asks the cluster's API server (TokenReview) and
 //     caches positive answers briefly.
 //
@@ -35,6 +40,8 @@
 //   - ErrUnknownCluster: Clusters has no verifier for the named cluster.
 //   - ErrUnavailable: the key set was never fetched, or the TokenReview API
 //     call failed; no token can be verified right now.
+//   - ErrKeysTooOld: the key endpoint has failed for longer than MaxKeyAge;
+//     the cluster's tokens are refused until a fetch succeeds.
 //
 // Error text and logs never contain a token.
 //

@@ -9,15 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
-	"time"
 )
 
 const (
 	// maxDocumentSize bounds a fetched discovery document or key set.
 	maxDocumentSize = 1 << 20
-	// fetchTimeout bounds one fetch (discovery plus key set).
-	fetchTimeout = 10 * time.Second
 	// maxRedirects bounds the same-host redirects a fetch follows.
 	maxRedirects = 3
 	// wellKnownOIDC is the OIDC discovery path.
@@ -29,13 +27,12 @@ const (
 var errCrossHostRedirect = errors.New("redirect to another host refused")
 
 // fetchClient returns a copy of c (or a default client) that follows only
-// same-host redirects that do not downgrade from https.
+// same-host redirects that do not downgrade from https. The key set bounds
+// each fetch with its own timeout (JWKSConfig.FetchTimeout).
 func fetchClient(c *http.Client) *http.Client {
 	var out http.Client
 	if c != nil {
 		out = *c
-	} else {
-		out.Timeout = fetchTimeout
 	}
 	next := out.CheckRedirect
 	out.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -94,18 +91,15 @@ func httpGet(ctx context.Context, c *http.Client, u, accept string) ([]byte, err
 // httpSource fetches a key set from a JWKS URL.
 func httpSource(c *http.Client, jwksURL string) keySource {
 	return func(ctx context.Context) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-		defer cancel()
 		return httpGet(ctx, c, jwksURL, acceptJWKS)
 	}
 }
 
 // discoverySource fetches the OIDC discovery document, checks its issuer
-// and fetches the key set its jwks_uri names.
-func discoverySource(c *http.Client, discoveryURL, issuer string) keySource {
+// and fetches the key set its jwks_uri names. The jwks_uri must be on the
+// discovery document's host or one of allowedHosts.
+func discoverySource(c *http.Client, discoveryURL, issuer string, allowedHosts []string) keySource {
 	return func(ctx context.Context) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-		defer cancel()
 		raw, err := httpGet(ctx, c, discoveryURL, acceptJSON)
 		if err != nil {
 			return nil, fmt.Errorf("oidc discovery: %w", err)
@@ -120,7 +114,7 @@ func discoverySource(c *http.Client, discoveryURL, issuer string) keySource {
 		if doc.Issuer != issuer {
 			return nil, fmt.Errorf("oidc discovery: issuer %.200q is not the configured issuer", doc.Issuer)
 		}
-		jwksURL, err := checkJWKSURI(discoveryURL, doc.JWKSURI)
+		jwksURL, err := checkJWKSURI(discoveryURL, doc.JWKSURI, allowedHosts)
 		if err != nil {
 			return nil, fmt.Errorf("oidc discovery: %w", err)
 		}
@@ -128,9 +122,16 @@ func discoverySource(c *http.Client, discoveryURL, issuer string) keySource {
 	}
 }
 
+// errCrossHostJWKS is returned (wrapped) when a discovery document names a
+// jwks_uri on a host that is neither its own nor allowed in the config: a
+// document that can be tampered with must not choose where trust comes
+// from.
+var errCrossHostJWKS = errors.New("jwks_uri on another host refused")
+
 // checkJWKSURI accepts an absolute jwks_uri that is https, or http when the
-// discovery document itself was fetched over http (tests, local clusters).
-func checkJWKSURI(discoveryURL, jwksURI string) (string, error) {
+// discovery document itself was fetched over http (tests, local clusters),
+// on the discovery document's host (host and port) or one of allowedHosts.
+func checkJWKSURI(discoveryURL, jwksURI string, allowedHosts []string) (string, error) {
 	if jwksURI == "" {
 		return "", errors.New("no jwks_uri")
 	}
@@ -141,6 +142,11 @@ func checkJWKSURI(discoveryURL, jwksURI string) (string, error) {
 	d, _ := url.Parse(discoveryURL) // validated in NewJWKSVerifier
 	if u.Scheme != "https" && (u.Scheme != "http" || d.Scheme != "http") {
 		return "", fmt.Errorf("jwks_uri scheme %q not allowed", u.Scheme)
+	}
+	if !strings.EqualFold(u.Host, d.Host) && !slices.ContainsFunc(allowedHosts, func(h string) bool {
+		return strings.EqualFold(h, u.Host)
+	}) {
+		return "", fmt.Errorf("%w: %.200q (discovery on %q; allow it with jwksHosts)", errCrossHostJWKS, u.Host, d.Host)
 	}
 	return u.String(), nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -15,13 +16,23 @@ import (
 const (
 	// DefaultLeeway is the clock skew allowed on exp, nbf and iat.
 	DefaultLeeway = 60 * time.Second
-	// MaxLeeway is the largest leeway a JWKSConfig may ask for.
-	MaxLeeway = 60 * time.Second
+	// MaxLeeway is the largest leeway a JWKSConfig may ask for: enough for
+	// a clock a few minutes off, small beside a projected token's life
+	// (at least 10 minutes, usually an hour).
+	MaxLeeway = 5 * time.Minute
 	// DefaultRefreshInterval is how old a key set may get before it is
 	// fetched again.
 	DefaultRefreshInterval = 5 * time.Minute
-	// DefaultMinRefetchInterval is the least time between two fetches.
+	// DefaultMinRefetchInterval is the least time between two fetches,
+	// and so how long a failed fetch is remembered (the negative cache).
 	DefaultMinRefetchInterval = 10 * time.Second
+	// DefaultFetchTimeout bounds one fetch (discovery plus key set).
+	DefaultFetchTimeout = 5 * time.Second
+	// MaxFetchTimeout is the largest FetchTimeout a JWKSConfig may ask for.
+	MaxFetchTimeout = time.Minute
+	// DefaultMaxKeyAge is how long keys are used after the last successful
+	// fetch while refreshes fail.
+	DefaultMaxKeyAge = 24 * time.Hour
 )
 
 // defaultAlgorithms are the asymmetric JWS algorithms Kubernetes may sign
@@ -63,18 +74,34 @@ type JWKSConfig struct {
 	// RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512. EdDSA may be
 	// added; none and HS* are refused.
 	AllowedAlgorithms []string
-	// Leeway is the clock skew allowed on exp, nbf and iat. Default and
-	// maximum 60s.
+	// Leeway is the clock skew allowed on exp, nbf and iat. Default 60s,
+	// at most 5m.
 	Leeway time.Duration
 	// RefreshInterval is how old the cached key set may get before a
 	// verification fetches it again. Default 5m.
 	RefreshInterval time.Duration
 	// MinRefetchInterval is the least time between two fetches, however
-	// many tokens name an unknown kid. Default 10s.
+	// many tokens name an unknown kid. It is also the negative cache:
+	// after a failed fetch, callers are answered at once (Unavailable, or
+	// from the keys still held) and the next fetch starts, in the
+	// background, this long after. Default 10s.
 	MinRefetchInterval time.Duration
+	// FetchTimeout bounds one fetch (discovery document plus key set).
+	// Callers wait for a fetch only when no keys can answer them and the
+	// endpoint is not known to be failing. Default 5s, at most 1m.
+	FetchTimeout time.Duration
+	// MaxKeyAge is how long keys stay in use after the last successful
+	// fetch while refreshes fail; past it, every token of the cluster is
+	// answered with ErrKeysTooOld (Unavailable) until a fetch succeeds.
+	// At least RefreshInterval. Default 24h.
+	MaxKeyAge time.Duration
+	// JWKSHosts are hosts (host or host:port, as in the URL) besides the
+	// discovery document's own that its jwks_uri may name. Default none:
+	// a jwks_uri on another host is refused.
+	JWKSHosts []string
 	// HTTPClient fetches discovery documents and key sets. It is copied;
-	// the copy follows no redirect to another host. Default: a client with
-	// a 10s timeout. Every fetch is also bounded to 10s and 1 MiB.
+	// the copy follows no redirect to another host. Default: a plain
+	// client. Every fetch is bounded by FetchTimeout and to 1 MiB.
 	HTTPClient *http.Client
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
@@ -128,6 +155,26 @@ func NewJWKSVerifier(cfg JWKSConfig) (*JWKSVerifier, error) {
 	case cfg.MinRefetchInterval == 0:
 		cfg.MinRefetchInterval = DefaultMinRefetchInterval
 	}
+	switch {
+	case cfg.FetchTimeout < 0 || cfg.FetchTimeout > MaxFetchTimeout:
+		return nil, fmt.Errorf("jwks verifier: fetch timeout %s not in [0, %s]", cfg.FetchTimeout, MaxFetchTimeout)
+	case cfg.FetchTimeout == 0:
+		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	switch {
+	case cfg.MaxKeyAge == 0:
+		cfg.MaxKeyAge = max(DefaultMaxKeyAge, cfg.RefreshInterval)
+	case cfg.MaxKeyAge < cfg.RefreshInterval:
+		return nil, fmt.Errorf("jwks verifier: max key age %s shorter than the refresh interval %s", cfg.MaxKeyAge, cfg.RefreshInterval)
+	}
+	if len(cfg.JWKSHosts) > 0 && cfg.DiscoveryURL == "" {
+		return nil, errors.New("jwks verifier: jwks hosts apply only with a discovery url")
+	}
+	for _, h := range cfg.JWKSHosts {
+		if h == "" || strings.ContainsAny(h, "/?#@ ") {
+			return nil, fmt.Errorf("jwks verifier: jwks host %q: want host or host:port", h)
+		}
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -147,16 +194,17 @@ func NewJWKSVerifier(cfg JWKSConfig) (*JWKSVerifier, error) {
 		clock:   cfg.Clock,
 		log:     log,
 		keys: &keySet{
-			source:     source,
-			clock:      cfg.Clock,
-			log:        log,
-			refresh:    cfg.RefreshInterval,
-			minRefetch: cfg.MinRefetchInterval,
-			sem:        make(chan struct{}, 1),
+			source:       source,
+			clock:        cfg.Clock,
+			log:          log,
+			refresh:      cfg.RefreshInterval,
+			minRefetch:   cfg.MinRefetchInterval,
+			maxAge:       cfg.MaxKeyAge,
+			fetchTimeout: cfg.FetchTimeout,
 		},
 	}
 	if len(cfg.JWKS) > 0 {
-		if err := v.keys.fetch(context.Background()); err != nil {
+		if err := v.keys.refreshNow(context.Background()); err != nil {
 			return nil, fmt.Errorf("jwks verifier: static jwks: %w", err)
 		}
 	}
@@ -195,7 +243,7 @@ func keySourceFor(cfg JWKSConfig) (keySource, error) {
 		if err := checkFetchURL("discovery url", u); err != nil {
 			return nil, err
 		}
-		return discoverySource(client, u, cfg.Issuer), nil
+		return discoverySource(client, u, cfg.Issuer, cfg.JWKSHosts), nil
 	case cfg.JWKSURL != "":
 		if err := checkFetchURL("jwks url", cfg.JWKSURL); err != nil {
 			return nil, err
@@ -218,7 +266,9 @@ func (v *JWKSVerifier) Refresh(ctx context.Context) error {
 // KeysFetchedAt is when the key set was last fetched successfully (zero
 // before the first fetch).
 func (v *JWKSVerifier) KeysFetchedAt() time.Time {
-	return v.keys.state().fetchedAt
+	v.keys.mu.Lock()
+	defer v.keys.mu.Unlock()
+	return v.keys.fetchedAt
 }
 
 // Verify checks the token's signature, issuer, expiry, audience and

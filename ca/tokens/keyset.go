@@ -22,73 +22,100 @@ const minRSABits = 2048
 // keySource returns the raw JWKS document.
 type keySource func(ctx context.Context) ([]byte, error)
 
-// keySet caches the keys of one issuer. It fetches when the set was never
-// loaded, when it is older than refresh, or when a token names an unknown
-// kid; fetches are at least minRefetch apart, and callers that arrive while
-// a fetch runs wait for it and share its result.
+// keySet caches the keys of one issuer (one cluster) and isolates its
+// callers from a slow or failing key endpoint:
+//
+//   - at most one fetch is in flight, bounded by fetchTimeout, and it runs
+//     on its own goroutine so that a caller giving up does not abort it;
+//   - a caller waits for a fetch only when the set was never loaded or the
+//     token names an unknown kid, and only while the endpoint is not known
+//     to be failing: after a failed attempt, callers are answered at once
+//     (Unavailable, or the keys still held) and the next attempt starts in
+//     the background no sooner than minRefetch later (the negative cache);
+//   - a caller with a known kid never waits: a stale set is refreshed in
+//     the background;
+//   - keys kept through failing refreshes are used for at most maxAge after
+//     the last successful fetch; then the cluster answers ErrKeysTooOld
+//     until a fetch succeeds (a set that merely went unused that long is
+//     fetched again before it is used).
 type keySet struct {
-	source     keySource
-	clock      func() time.Time
-	log        *slog.Logger
-	refresh    time.Duration
-	minRefetch time.Duration
+	source       keySource
+	clock        func() time.Time
+	log          *slog.Logger
+	refresh      time.Duration
+	minRefetch   time.Duration
+	maxAge       time.Duration
+	fetchTimeout time.Duration
 
-	// sem is held by the one caller that is fetching.
-	sem chan struct{}
-
-	mu        sync.RWMutex
+	mu        sync.Mutex
 	keys      []jose.JSONWebKey
-	loaded    bool      // keys were fetched successfully at least once
-	fetchedAt time.Time // last successful fetch
-	triedAt   time.Time // end of the last attempt, successful or not
-	attempts  uint64    // completed attempts
-	lastErr   error     // error of the last attempt, nil on success
+	loaded    bool          // keys were fetched successfully at least once
+	fetchedAt time.Time     // last successful fetch
+	triedAt   time.Time     // end of the last attempt, successful or not
+	attempts  uint64        // completed attempts
+	lastErr   error         // error of the last attempt, nil on success
+	inflight  chan struct{} // closed when the fetch in flight ends; nil when none
 }
 
 type keySetState struct {
 	keys      []jose.JSONWebKey
 	loaded    bool
 	fetchedAt time.Time
-	triedAt   time.Time
 	attempts  uint64
 	lastErr   error
 }
 
-func (s *keySet) state() keySetState {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return keySetState{s.keys, s.loaded, s.fetchedAt, s.triedAt, s.attempts, s.lastErr}
+func (s *keySet) stateLocked() keySetState {
+	return keySetState{s.keys, s.loaded, s.fetchedAt, s.attempts, s.lastErr}
 }
 
 // keysFor returns the keys that may have signed a token with this kid (all
-// keys when kid is empty). Errors wrap ErrUnavailable (no keys ever loaded,
-// or ctx ended while waiting for a fetch) or ErrInvalidToken (unknown kid).
+// keys when kid is empty). Errors wrap ErrUnavailable (no keys loaded, the
+// endpoint failing, or ctx ended while waiting for a fetch), ErrKeysTooOld
+// or ErrInvalidToken (unknown kid).
 func (s *keySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
-	st := s.state()
 	now := s.clock()
-	stale := st.loaded && now.Sub(st.fetchedAt) >= s.refresh
-	if st.loaded {
+	s.mu.Lock()
+	st := s.stateLocked()
+	tooOld := st.loaded && now.Sub(st.fetchedAt) > s.maxAge
+	if tooOld && st.lastErr != nil {
+		s.startLocked(now)
+		s.mu.Unlock()
+		return nil, s.tooOld(st, now)
+	}
+	if st.loaded && !tooOld {
 		if keys := matchKeys(st.keys, kid); len(keys) > 0 {
-			if stale {
-				// Refresh in passing, but never make a caller with a known
-				// key wait for someone else's fetch.
-				s.tryFetch(ctx, st.attempts)
+			if now.Sub(st.fetchedAt) >= s.refresh {
+				s.startLocked(now) // in the background: this caller does not wait
 			}
+			s.mu.Unlock()
 			return keys, nil
 		}
 	}
-	// Never loaded, or unknown kid: one shared, rate-limited fetch.
-	if !s.rateLimited(st, now) {
-		if err := s.fetchShared(ctx, st.attempts); err != nil {
-			return nil, err
-		}
-		st = s.state()
+	// Never loaded, unknown kid, or keys too old after a quiet spell.
+	if st.lastErr != nil {
+		// The endpoint is failing: answer now, retry in the background.
+		s.startLocked(now)
+		s.mu.Unlock()
+		return nil, unavailable(st)
 	}
-	if !st.loaded {
-		if st.lastErr == nil {
-			return nil, fmt.Errorf("%w: key set not loaded", ErrUnavailable)
+	done := s.startLocked(now) // the fetch in flight, or nil when rate-limited
+	s.mu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for key set fetch: %w", ErrUnavailable, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w: key set not loaded: %w", ErrUnavailable, st.lastErr)
+		s.mu.Lock()
+		st = s.stateLocked()
+		s.mu.Unlock()
+	}
+	switch {
+	case st.loaded && st.lastErr != nil && now.Sub(st.fetchedAt) > s.maxAge:
+		return nil, s.tooOld(st, now)
+	case !st.loaded || st.lastErr != nil:
+		return nil, unavailable(st)
 	}
 	if keys := matchKeys(st.keys, kid); len(keys) > 0 {
 		return keys, nil
@@ -96,65 +123,87 @@ func (s *keySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, er
 	return nil, fmt.Errorf("%w: unknown key id", ErrInvalidToken)
 }
 
-// rateLimited reports whether the last attempt was too recent to try again.
-func (s *keySet) rateLimited(st keySetState, now time.Time) bool {
-	return st.attempts > 0 && now.Sub(st.triedAt) < s.minRefetch
+func (s *keySet) tooOld(st keySetState, now time.Time) error {
+	return fmt.Errorf("%w: last successful fetch %s ago (max age %s): %w",
+		ErrKeysTooOld, now.Sub(st.fetchedAt).Round(time.Second), s.maxAge, st.lastErr)
 }
 
-// fetchShared fetches unless another caller completed an attempt since the
-// caller saw attempts == seen; in that case it shares that result.
-func (s *keySet) fetchShared(ctx context.Context, seen uint64) error {
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for key set fetch: %w", ErrUnavailable, ctx.Err())
+// unavailable is the error for a set that cannot answer.
+func unavailable(st keySetState) error {
+	switch {
+	case st.lastErr == nil:
+		return fmt.Errorf("%w: key set not loaded", ErrUnavailable)
+	case st.loaded:
+		return fmt.Errorf("%w: key set refresh failing: %w", ErrUnavailable, st.lastErr)
+	default:
+		return fmt.Errorf("%w: key set not loaded: %w", ErrUnavailable, st.lastErr)
 	}
-	defer func() { <-s.sem }()
-	if st := s.state(); st.attempts != seen || s.rateLimited(st, s.clock()) {
+}
+
+// startLocked starts a fetch unless one is in flight or the last attempt
+// ended less than minRefetch ago, and returns the channel closed when the
+// fetch in flight ends (nil when none was started or running). s.mu is
+// held.
+func (s *keySet) startLocked(now time.Time) <-chan struct{} {
+	if s.inflight != nil {
+		return s.inflight
+	}
+	if s.attempts > 0 && now.Sub(s.triedAt) < s.minRefetch {
 		return nil
 	}
-	s.fetch(ctx)
-	return nil
+	done := make(chan struct{})
+	s.inflight = done
+	go s.run(done)
+	return done
 }
 
-// tryFetch fetches when no fetch is running and the rate limit allows it.
-func (s *keySet) tryFetch(ctx context.Context, seen uint64) {
-	select {
-	case s.sem <- struct{}{}:
-	default:
-		return
-	}
-	defer func() { <-s.sem }()
-	if st := s.state(); st.attempts != seen || s.rateLimited(st, s.clock()) {
-		return
-	}
+// run does one fetch, bounded by fetchTimeout, and records it. The
+// goroutine ends within fetchTimeout (the source honours its context).
+func (s *keySet) run(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.fetchTimeout)
+	defer cancel()
 	s.fetch(ctx)
+	s.mu.Lock()
+	s.inflight = nil
+	s.mu.Unlock()
+	close(done)
 }
 
-// refreshNow fetches now, regardless of the rate limit.
+// refreshNow fetches now, regardless of the rate limit (or waits for the
+// fetch in flight), and returns the attempt's error wrapping
+// ErrUnavailable.
 func (s *keySet) refreshNow(ctx context.Context) error {
+	s.mu.Lock()
+	done := s.inflight
+	if done == nil {
+		done = make(chan struct{})
+		s.inflight = done
+		go s.run(done)
+	}
+	s.mu.Unlock()
 	select {
-	case s.sem <- struct{}{}:
+	case <-done:
 	case <-ctx.Done():
 		return fmt.Errorf("%w: waiting for key set fetch: %w", ErrUnavailable, ctx.Err())
 	}
-	defer func() { <-s.sem }()
-	if err := s.fetch(ctx); err != nil {
+	s.mu.Lock()
+	err := s.lastErr
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
 }
 
-// fetch loads the key set; the caller holds sem. An attempt that failed
-// because ctx ended is not recorded, so that waiting callers try again.
-func (s *keySet) fetch(ctx context.Context) error {
+// fetch loads the key set and records the attempt.
+func (s *keySet) fetch(ctx context.Context) {
 	raw, err := s.source(ctx)
 	var keys []jose.JSONWebKey
 	if err == nil {
 		keys, err = parseKeySet(raw, s.log)
 	}
-	if err != nil && ctx.Err() != nil {
-		return err
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("no answer within %s: %w", s.fetchTimeout, err)
 	}
 	now := s.clock()
 	s.mu.Lock()
@@ -164,13 +213,12 @@ func (s *keySet) fetch(ctx context.Context) error {
 	s.lastErr = err
 	if err != nil {
 		s.log.Warn("fetch key set failed", "error", err, "keys_loaded", s.loaded)
-		return err
+		return
 	}
 	if !s.loaded || !sameKeyIDs(s.keys, keys) {
 		s.log.Info("key set loaded", "keys", len(keys))
 	}
 	s.keys, s.loaded, s.fetchedAt = keys, true, now
-	return nil
 }
 
 // matchKeys returns the keys with this kid; every key for an empty kid.

@@ -160,14 +160,16 @@ func TestJWKSPeriodicRefresh(t *testing.T) {
 
 	clock.Advance(time.Second)
 	_, err = v.Verify(ctx, tok, testAudience)
-	require.NoError(t, err)
-	require.EqualValues(t, 2, srv.hits.Load(), "stale key set is refreshed")
+	require.NoError(t, err, "a stale set answers at once")
+	v.keys.idle()
+	require.EqualValues(t, 2, srv.hits.Load(), "stale key set is refreshed in the background")
 
 	// A failing refresh keeps the old keys in use.
 	srv.set(http.StatusInternalServerError, nil)
 	clock.Advance(DefaultRefreshInterval)
 	_, err = v.Verify(ctx, tok, testAudience)
 	require.NoError(t, err)
+	v.keys.idle()
 	require.EqualValues(t, 3, srv.hits.Load())
 	_, err = v.Verify(ctx, tok, testAudience)
 	require.NoError(t, err)
@@ -204,9 +206,14 @@ func TestJWKSUnavailable(t *testing.T) {
 			require.EqualValues(t, 1, srv.hits.Load())
 			require.ErrorIs(t, v.Refresh(ctx), ErrUnavailable)
 
-			// The endpoint recovers.
+			// The endpoint recovers. While it is known to fail, callers
+			// are answered at once and the retry runs in the background.
 			srv.set(http.StatusOK, jwksJSON(t, keyA().jwk()))
 			clock.Advance(DefaultMinRefetchInterval)
+			_, err = v.Verify(ctx, tok, testAudience)
+			require.ErrorIs(t, err, ErrUnavailable, "the first caller after the negative cache does not wait")
+			v.keys.idle()
+			require.EqualValues(t, 3, srv.hits.Load(), "first fetch, Refresh, background retry")
 			_, err = v.Verify(ctx, tok, testAudience)
 			require.NoError(t, err)
 		})
@@ -367,5 +374,5 @@ func TestFetchClientKeepsCallerClient(t *testing.T) {
 	require.Nil(t, orig.CheckRedirect, "caller's client is not modified")
 	require.NotNil(t, c.CheckRedirect)
 	require.Equal(t, time.Second, c.Timeout)
-	require.Equal(t, fetchTimeout, fetchClient(nil).Timeout)
+	require.Zero(t, fetchClient(nil).Timeout, "fetches are bounded by the key set, not the client")
 }

@@ -23,6 +23,12 @@ var (
 	// ErrUnavailable: the keys or the TokenReview API could not be reached,
 	// so no token can be verified right now. Maps to codes.Unavailable.
 	ErrUnavailable = errors.New("token verification unavailable")
+	// ErrKeysTooOld: the cluster's key endpoint has failed for longer than
+	// the key set's maximum age (JWKSConfig.MaxKeyAge), so the keys kept
+	// from the last successful fetch are no longer trusted and no token of
+	// that cluster is verified until a fetch succeeds. Maps to
+	// codes.Unavailable.
+	ErrKeysTooOld = errors.New("cluster keys too old, key endpoint failing")
 )
 
 // ServiceAccount is what a verified Kubernetes service-account token says.

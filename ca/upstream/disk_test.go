@@ -19,7 +19,7 @@ func mint(t *testing.T, d *Disk) *MintResponse {
 	})
 	require.NoError(t, err)
 	requireIntermediate(t, resp.CertChain[0], key.Public(), "spiffe://example.org", "Lanyard intermediate d")
-	require.Equal(t, t0.Add(-10*time.Second), resp.CertChain[0].NotBefore)
+	require.Equal(t, t0.Add(-IntermediateBackdate), resp.CertChain[0].NotBefore)
 	verifyResponse(t, resp, t0)
 	return resp
 }

@@ -58,18 +58,7 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("selfsigned: dir is required")
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = 10 * 365 * 24 * time.Hour
-	}
-	if cfg.KeyType == "" {
-		cfg.KeyType, cfg.Curve = "EC", "P-256"
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.fill()
 	certPath := filepath.Join(cfg.Dir, SelfSignedCertFile)
 	keyPath := filepath.Join(cfg.Dir, SelfSignedKeyFile)
 	cert, key, err := loadPair(certPath, keyPath)
@@ -103,6 +92,22 @@ func NewSelfSigned(cfg SelfSignedConfig) (*SelfSigned, error) {
 	return &SelfSigned{cert: cert, key: key, clock: cfg.Clock}, nil
 }
 
+// fill sets the defaults of every field but Dir.
+func (cfg *SelfSignedConfig) fill() {
+	if cfg.TTL == 0 {
+		cfg.TTL = 10 * 365 * 24 * time.Hour
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType, cfg.Curve = "EC", "P-256"
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
 func generateRoot(cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error) {
 	key, err := keyutil.GenerateSigner(cfg.KeyType, cfg.Curve, cfg.Size)
 	if err != nil {
@@ -116,7 +121,7 @@ func generateRoot(cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"Lanyard"}, CommonName: "Lanyard root " + cfg.TrustDomain},
-		NotBefore:             now.Add(-time.Minute),
+		NotBefore:             now.Add(-IntermediateBackdate),
 		NotAfter:              now.Add(cfg.TTL),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,

@@ -49,7 +49,7 @@ func TestSelfSignedGeneratesOnce(t *testing.T) {
 	require.True(t, root.BasicConstraintsValid)
 	require.NotZero(t, root.KeyUsage&x509.KeyUsageCertSign)
 	require.Equal(t, "Lanyard root example.org", root.Subject.CommonName)
-	require.Equal(t, t0.Add(-time.Minute), root.NotBefore)
+	require.Equal(t, t0.Add(-IntermediateBackdate), root.NotBefore)
 	require.Equal(t, t0.Add(10*365*24*time.Hour), root.NotAfter)
 	require.NoError(t, root.CheckSignatureFrom(root))
 	require.IsType(t, &ecdsa.PublicKey{}, root.PublicKey)

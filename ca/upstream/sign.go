@@ -13,6 +13,12 @@ import (
 	"go.step.sm/crypto/x509util"
 )
 
+// IntermediateBackdate is how far before the signing time an
+// intermediate's NotBefore is set (at most a quarter of its TTL): as the
+// leaves it signs (ca.DefaultBackdate), so that a peer whose clock is a few
+// minutes behind accepts the chain of a freshly rotated intermediate.
+const IntermediateBackdate = 5 * time.Minute
+
 // signIntermediate signs req's CSR with issuer/key as a CA:true, pathlen 0
 // intermediate. NotAfter never passes the issuer's.
 func signIntermediate(req MintRequest, issuer *x509.Certificate, key crypto.Signer, now time.Time) (*x509.Certificate, error) {
@@ -40,7 +46,7 @@ func signIntermediate(req MintRequest, issuer *x509.Certificate, key crypto.Sign
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"Lanyard"}, CommonName: req.CommonName},
-		NotBefore:             now.Add(-10 * time.Second),
+		NotBefore:             now.Add(-min(IntermediateBackdate, req.TTL/4)),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,

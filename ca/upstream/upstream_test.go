@@ -195,7 +195,7 @@ func TestSignIntermediate(t *testing.T) {
 			}
 			require.NoError(t, err)
 			requireIntermediate(t, cert, key.Public(), tt.wantURI, tt.wantCN)
-			require.Equal(t, tt.now.Add(-10*time.Second), cert.NotBefore)
+			require.Equal(t, tt.now.Add(-min(IntermediateBackdate, tt.req.TTL/4)), cert.NotBefore)
 			require.Equal(t, tt.wantNotAft, cert.NotAfter)
 			require.Equal(t, []string{"Lanyard"}, cert.Subject.Organization)
 			require.NoError(t, cert.CheckSignatureFrom(root))

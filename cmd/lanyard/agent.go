@@ -195,6 +195,10 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lanyard_agent_bundle_sequence", Help: "Sequence of the trust bundle last received from the CA (0: none yet).",
 	}, func() float64 { return float64(client.BundleSequence()) }))
+	guard, err := agent.NewGuard(agent.GuardConfig{Next: manager})
+	if err != nil {
+		return nil, err
+	}
 	p := &agentProcess{cfg: cfg, log: log, client: client, manager: manager}
 	attestors, err := p.buildAttestors(cfg, log)
 	if err != nil {
@@ -212,19 +216,19 @@ func buildAgent(cfg AgentConfig, log *slog.Logger, token func() (string, error))
 	sdsMetrics.Streams = metrics.Streams.WithLabelValues("sds")
 	sdsMetrics.SVIDsServed = metrics.SVIDsServed.WithLabelValues("sds")
 	sdsSrv, err := sds.New(sds.Config{
-		Identifier: identifier, Identities: manager, Log: log.With("component", "sds"), Metrics: sdsMetrics,
+		Identifier: identifier, Identities: guard, Log: log.With("component", "sds"), Metrics: sdsMetrics,
 	})
 	if err != nil {
 		return nil, err
 	}
 	wlSrv, err := workloadapi.New(workloadapi.Config{
-		Identifier: identifier, Identities: manager, Logger: log.With("component", "workloadapi"),
+		Identifier: identifier, Identities: guard, Logger: log.With("component", "workloadapi"),
 		Streams: metrics.Streams.WithLabelValues("workloadapi"), SVIDsServed: metrics.SVIDsServed.WithLabelValues("workloadapi"),
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.grpc = grpc.NewServer(grpc.Creds(attest.NewCredentials("")))
+	p.grpc = grpc.NewServer(append(agent.SocketServerOptions(), grpc.Creds(attest.NewCredentials("")))...)
 	sdsSrv.Register(p.grpc)
 	wlSrv.Register(p.grpc)
 	if p.listener, err = agent.ListenSocket(cfg.SocketPath, os.FileMode(mode)); err != nil {

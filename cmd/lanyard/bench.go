@@ -25,9 +25,11 @@ agents in this process (the real agent core, attested with tokens of their
 own, mTLS after) subscribe --storm-workloads workloads at once with SVIDs of
 --storm-ttl, and renew them together at half-life. Prints the time to fetch
 all and to renew all, the CA's CPU per certificate, the agents' batching and
-their memory per workload. The last line is
+their memory per workload. Each store's report ends with
 
-  issuance: <N> certs/s p50=<ms>ms p99=<ms>ms floor=<F> certs/s ratio=<N/F>
+  issuance: <N> certs/s p50=<ms>ms p99=<ms>ms floor=<F> certs/s ratio=<N/F> store=<store>
+
+once per store (--stores, default sqlite then postgres).
 
 Exits non-zero if any certificate or storm renewal failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,6 +62,7 @@ Exits non-zero if any certificate or storm renewal failed.`,
 	f.IntVar(&cfg.StormAgents, "storm-agents", 100, "node agents the storm's workloads are spread over")
 	f.DurationVar(&cfg.StormTTL, "storm-ttl", 40*time.Second, "TTL of the storm's SVIDs: they are renewed at half-life ±10 %")
 	f.DurationVar(&cfg.StartTimeout, "start-timeout", time.Minute, "wait for the CA to be ready")
+	f.StringSliceVar(&cfg.Stores, "stores", []string{"sqlite", "postgres"}, "stores to measure, one run each (postgres: a server of its own on 127.0.0.1, Debian's postgresql)")
 	f.BoolVar(&cfg.KeepDir, "keep", false, "keep the state directory (CA log, store) after a successful run")
 	return cmd
 }

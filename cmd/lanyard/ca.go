@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,13 +28,14 @@ import (
 	"github.com/lanyard-id/lanyard/ca/tokens"
 	"github.com/lanyard-id/lanyard/ca/upstream"
 	"github.com/lanyard-id/lanyard/storage"
-	"github.com/lanyard-id/lanyard/storage/sqlite"
 )
 
 // caProcess is a wired CA: every part built, nothing running yet.
 type caProcess struct {
 	store     storage.Store
 	writer    *storage.Writer
+	retention *storage.Retention
+	bundles   *ca.BundleSync // nil with a store of one replica
 	authority *ca.Authority
 	serving   *serving.Cert
 	server    *server.Server
@@ -57,10 +57,6 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	up, err := buildUpstream(cfg, td, log)
-	if err != nil {
-		return nil, err
 	}
 	// The pod indexes come first: checkBoundPod verifiers read them.
 	agentPods, err := buildPodIndexes(cfg, log)
@@ -86,6 +82,11 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	if err != nil {
 		return nil, err
 	}
+	up, err := buildUpstream(ctx, cfg, td, st, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
@@ -97,10 +98,15 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	retention, err := buildRetention(cfg, st, reg, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	authority, err := ca.NewAuthority(ca.AuthorityConfig{
 		TrustDomain: td, Upstream: up, TTL: cfg.Intermediate.TTL,
 		KeyType: cfg.Intermediate.KeyType, KeyCurve: cfg.Intermediate.Curve, KeySize: cfg.Intermediate.Size,
-		Logger: log.With("component", "authority"),
+		Logger: log.With("component", "authority"), Shared: sharedBundle(st),
 	})
 	if err != nil {
 		st.Close()
@@ -112,9 +118,14 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	bundleSync, err := buildBundleSync(st, authority, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	issuer, err := ca.New(ca.Config{
 		TrustDomain: td, Keys: authority, Recorder: writer, Policy: cfg.Policy, Denied: controls,
-		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent,
+		DefaultTTL: cfg.TTL.Default, MaxTTL: cfg.TTL.Max, AgentTTL: cfg.TTL.Agent, Backdate: cfg.TTL.Backdate,
 		Logger: log.With("component", "ca"),
 	})
 	if err != nil {
@@ -170,7 +181,8 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
-	return &caProcess{store: st, writer: writer, authority: authority, serving: cert, server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log, upstream: up}, nil
+	return &caProcess{store: st, writer: writer, retention: retention, bundles: bundleSync, authority: authority, serving: cert,
+		server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log, upstream: up}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -192,6 +204,10 @@ func (p *caProcess) run(ctx context.Context) error {
 	back, backCtx := errgroup.WithContext(backCtx)
 	back.Go(func() error { return p.writer.Run(backCtx) })
 	back.Go(func() error { return p.authority.Run(backCtx) })
+	back.Go(func() error { return p.retention.Run(backCtx) })
+	if p.bundles != nil {
+		back.Go(func() error { return p.bundles.Run(backCtx) })
+	}
 	if r, ok := p.upstream.(upstreamRunner); ok {
 		back.Go(func() error { return r.Run(backCtx) })
 	}
@@ -253,35 +269,6 @@ func buildPodIndexes(cfg FileConfig, log *slog.Logger) (kube.PodIndexes, error) 
 		out[cl.Name] = idx
 	}
 	return out, nil
-}
-
-func buildUpstream(cfg FileConfig, td spiffeid.TrustDomain, log *slog.Logger) (upstream.Authority, error) {
-	switch cfg.Upstream.Type {
-	case "", "selfsigned":
-		return upstream.NewSelfSigned(upstream.SelfSignedConfig{
-			Dir: filepath.Join(cfg.DataDir, "root"), TrustDomain: td.Name(), Logger: log.With("component", "upstream"),
-		})
-	case "disk":
-		d := cfg.Upstream.Disk
-		return upstream.NewDisk(upstream.DiskConfig{CertFile: d.CertFile, KeyFile: d.KeyFile, BundleFile: d.BundleFile})
-	case "vault":
-		return buildVaultUpstream(cfg.Upstream.Vault, log.With("component", "upstream", "upstream", "vault"))
-	default:
-		return nil, fmt.Errorf("upstream type %q: want selfsigned, disk or vault", cfg.Upstream.Type)
-	}
-}
-
-func buildStore(ctx context.Context, cfg FileConfig, log *slog.Logger) (storage.Store, error) {
-	switch cfg.Store.Type {
-	case "", "sqlite":
-		path := cfg.Store.SQLite.Path
-		if path == "" {
-			path = filepath.Join(cfg.DataDir, "lanyard.db")
-		}
-		return sqlite.New(ctx, sqlite.Config{Path: path, Logger: log.With("component", "store")})
-	default:
-		return nil, fmt.Errorf("store type %q: want sqlite", cfg.Store.Type)
-	}
 }
 
 // registerPodIndexMetrics exports whether each pod index has synced
@@ -347,6 +334,8 @@ func baseVerifier(cl ClusterConfig, log *slog.Logger) (tokens.Verifier, tokens.C
 	jv, err := tokens.NewJWKSVerifier(tokens.JWKSConfig{
 		Cluster: cl.Name, Issuer: cl.Issuer, DiscoveryURL: cl.DiscoveryURL, JWKSURL: cl.JWKSURL,
 		JWKSFile: cl.JWKSFile, HTTPClient: hc, Logger: log,
+		FetchTimeout: cl.Keys.FetchTimeout, MinRefetchInterval: cl.Keys.RetryAfterFailure,
+		MaxKeyAge: cl.Keys.MaxAge, JWKSHosts: cl.Keys.JWKSHosts, Leeway: cl.Keys.Leeway,
 	})
 	if err != nil {
 		return nil, tokens.ClusterStats{}, err

@@ -28,6 +28,10 @@ type FileConfig struct {
 		Default time.Duration `yaml:"default"`
 		Max     time.Duration `yaml:"max"`
 		Agent   time.Duration `yaml:"agent"`
+		// Backdate sets certificates' NotBefore this far back for clock
+		// skew (default 5m, at most 1h; never more than a quarter of a
+		// certificate's TTL).
+		Backdate time.Duration `yaml:"backdate"`
 	} `yaml:"ttl"`
 	Intermediate struct {
 		TTL     time.Duration `yaml:"ttl"`
@@ -62,7 +66,14 @@ type FileConfig struct {
 
 // UpstreamConfig selects where the root comes from.
 type UpstreamConfig struct {
-	Type string `yaml:"type"` // "selfsigned" (default), "disk" or "vault"
+	Type       string `yaml:"type"` // "selfsigned" (default), "disk" or "vault"
+	SelfSigned struct {
+		// SealKeyFile holds the 32-byte key (raw or base64) that seals the
+		// root key in a PostgreSQL store, where replicas share one root.
+		// Required with store.type postgres; unused with SQLite, where the
+		// root stays in dataDir/root.
+		SealKeyFile string `yaml:"sealKeyFile"`
+	} `yaml:"selfsigned"`
 	Disk struct {
 		CertFile   string `yaml:"certFile"`
 		KeyFile    string `yaml:"keyFile"`
@@ -73,10 +84,40 @@ type UpstreamConfig struct {
 
 // StoreConfig selects the store.
 type StoreConfig struct {
-	Type   string `yaml:"type"` // "sqlite" (default)
+	Type   string `yaml:"type"` // "sqlite" (default) or "postgres" (several replicas)
 	SQLite struct {
 		Path string `yaml:"path"` // default <dataDir>/lanyard.db
 	} `yaml:"sqlite"`
+	Postgres PostgresConfig `yaml:"postgres"`
+	// Retention of certificate records past their expiry (both stores).
+	Retention struct {
+		// Keep is how long a record is kept past NotAfter (default 720h,
+		// 30 days). Audit events are kept.
+		Keep time.Duration `yaml:"keep"`
+		// Interval between pruning rounds (default 10m).
+		Interval time.Duration `yaml:"interval"`
+		// BatchSize bounds the records one transaction deletes (default 500).
+		BatchSize int `yaml:"batchSize"`
+	} `yaml:"retention"`
+}
+
+// PostgresConfig configures the PostgreSQL store. What the DSN leaves out
+// comes from the standard PG* environment variables (PGHOST, PGUSER,
+// PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, ...).
+type PostgresConfig struct {
+	// DSN is a libpq connection string or URL. The environment variable
+	// LANYARD_POSTGRES_DSN overrides it.
+	DSN string `yaml:"dsn"`
+	// DSNFile, when set, holds the DSN (a mounted Secret); it wins over DSN.
+	DSNFile string `yaml:"dsnFile"`
+	// MaxConns bounds the pool (default 16).
+	MaxConns int32 `yaml:"maxConns"`
+	// StatementTimeout bounds every statement (default 5s).
+	StatementTimeout time.Duration `yaml:"statementTimeout"`
+	// SSLMode and CAFile override the DSN's sslmode and sslrootcert:
+	// use verify-full with the database server's CA.
+	SSLMode string `yaml:"sslMode"`
+	CAFile  string `yaml:"caFile"`
 }
 
 // ClusterConfig says how tokens of one cluster are verified.
@@ -97,6 +138,27 @@ type ClusterConfig struct {
 		CacheTTL time.Duration `yaml:"cacheTTL"`
 	} `yaml:"tokenReview"`
 	CACertFile string `yaml:"caCertFile"` // CA for the discovery/JWKS URL
+	// Keys tunes offline (discovery/JWKS) verification; zero values take
+	// the defaults of tokens.JWKSConfig.
+	Keys struct {
+		// FetchTimeout bounds one fetch of the discovery document and key
+		// set (default 5s, at most 1m).
+		FetchTimeout time.Duration `yaml:"fetchTimeout"`
+		// RetryAfterFailure is the least time between two fetches, and so
+		// how long a failing endpoint is answered from the negative
+		// cache (default 10s).
+		RetryAfterFailure time.Duration `yaml:"retryAfterFailure"`
+		// MaxAge is how long keys are used after the last successful
+		// fetch while refreshes fail; then this cluster's tokens answer
+		// Unavailable (default 24h).
+		MaxAge time.Duration `yaml:"maxAge"`
+		// JWKSHosts are hosts (host or host:port) besides the discovery
+		// document's own that its jwks_uri may name (default none).
+		JWKSHosts []string `yaml:"jwksHosts"`
+		// Leeway is the clock skew allowed on a token's exp, nbf and iat
+		// (default 60s, at most 5m).
+		Leeway time.Duration `yaml:"leeway"`
+	} `yaml:"keys"`
 	// Kubernetes, when set, lets the CA watch this cluster's pods: a
 	// workload an agent identified with its k8s attestor is accepted only
 	// when its pod runs on that agent's node.
@@ -176,6 +238,10 @@ func (c *FileConfig) validate() error {
 		}
 		if cl.TokenReview == nil && cl.Issuer == "" {
 			return fmt.Errorf("config: cluster %q needs issuer", cl.Name)
+		}
+		if cl.TokenReview != nil && (cl.Keys.FetchTimeout != 0 || cl.Keys.RetryAfterFailure != 0 ||
+			cl.Keys.MaxAge != 0 || len(cl.Keys.JWKSHosts) > 0 || cl.Keys.Leeway != 0) {
+			return fmt.Errorf("config: cluster %q: keys: applies to discoveryURL, jwksURL and jwksFile, not tokenReview", cl.Name)
 		}
 	}
 	for _, ip := range c.ServingIPs {

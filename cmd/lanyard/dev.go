@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lanyard-id/lanyard/ca/tokens"
+	"github.com/lanyard-id/lanyard/internal/atomicfile"
 )
 
 // Development-only settings of `lanyard dev`.
@@ -26,6 +28,7 @@ const (
 func devCmd() *cobra.Command {
 	var (
 		dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
+		postgresDSN                                          string
 		withAgent                                            bool
 		svidTTL, intermediateTTL                             time.Duration
 		upstreamConfig                                       string
@@ -44,7 +47,7 @@ issuer key in --dir can mint any identity.`,
 			}
 			return runDev(cmd.Context(), devOptions{dir: dir, grpcAddr: grpcAddr, httpAddr: httpAddr,
 				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL,
-				upstreamConfig: upstreamConfig, intermediateTTL: intermediateTTL, admin: admin})
+				upstreamConfig: upstreamConfig, intermediateTTL: intermediateTTL, admin: admin, postgresDSN: postgresDSN})
 		},
 	}
 	f := cmd.Flags()
@@ -63,12 +66,14 @@ issuer key in --dir can mint any identity.`,
 	f.StringVar(&admin.SocketMode, "admin-socket-mode", "0600", "permissions of the admin socket")
 	f.StringSliceVar(&admin.AdminIDs, "admin-id", nil, "SPIFFE ID that may call the admin API over mTLS (repeat for several)")
 	f.DurationVar(&admin.AuditSummaryInterval, "audit-summary-interval", time.Minute, "how often issuance and rejection counts go to the audit log")
+	f.StringVar(&postgresDSN, "postgres-dsn", "", "use this PostgreSQL database as the store instead of SQLite in --dir (the root is then shared through it, sealed with DIR/root-seal.key)")
 	cmd.AddCommand(devTokenCmd())
 	return cmd
 }
 
 type devOptions struct {
 	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
+	postgresDSN                                          string
 	svidTTL, intermediateTTL                             time.Duration
 	upstreamConfig                                       string
 	admin                                                AdminFileConfig
@@ -114,6 +119,13 @@ func runDev(ctx context.Context, o devOptions) error {
 		cfg.Intermediate.TTL = o.intermediateTTL
 	}
 	cfg.Admin = o.admin // socket DIR/admin.sock
+	if o.postgresDSN != "" {
+		cfg.Store.Type = "postgres"
+		cfg.Store.Postgres.DSN = o.postgresDSN
+		if cfg.Upstream.SelfSigned.SealKeyFile, err = devSealKey(dir); err != nil {
+			return err
+		}
+	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -260,4 +272,21 @@ func devTokenCmd() *cobra.Command {
 	f.StringVar(&c.PodName, "pod", "", "bind the token to this pod name")
 	f.StringVar(&c.NodeName, "node", "", "node name claim")
 	return cmd
+}
+
+// devSealKey returns DIR/root-seal.key, made (32 random bytes, 0600) when
+// missing: it seals the shared root in a PostgreSQL store.
+func devSealKey(dir string) (string, error) {
+	path := filepath.Join(dir, "root-seal.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	if err := atomicfile.Write(path, key, 0o600); err != nil {
+		return "", fmt.Errorf("dev seal key: %w", err)
+	}
+	return path, nil
 }

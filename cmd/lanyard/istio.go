@@ -28,7 +28,7 @@ type IstioConfig struct {
 	// node (ImpersonatedIdentity). Needs kubernetes.enabled.
 	TrustedNodeServiceAccounts []string `yaml:"trustedNodeServiceAccounts"`
 	RateLimit                  struct {
-		// PerSecond and Burst of one SPIFFE ID's token bucket (10, 100);
+		// PerSecond and Burst of one SPIFFE ID's token bucket (100, 1000);
 		// a negative perSecond turns the limit off. MaxIdentities bounds
 		// the buckets kept (100000).
 		PerSecond     float64 `yaml:"perSecond"`

@@ -85,8 +85,8 @@ func TestIstioConfigDefaults(t *testing.T) {
 	ic := defaultConfig().Istio
 	require.False(t, ic.Enabled, "off unless asked for")
 	require.Equal(t, "istio-ca", ic.Audience)
-	require.Equal(t, 10.0, ic.RateLimit.PerSecond)
-	require.Equal(t, 100, ic.RateLimit.Burst)
+	require.Equal(t, 100.0, ic.RateLimit.PerSecond)
+	require.Equal(t, 1000, ic.RateLimit.Burst)
 }
 
 func TestIstioConfigInvalid(t *testing.T) {
@@ -144,7 +144,7 @@ func TestBuildIstio(t *testing.T) {
 		require.NoError(t, err)
 		sc := p.serverConfig()
 		require.Equal(t, "istio-ca", sc.Audience)
-		require.Equal(t, 10.0, sc.RateLimit)
+		require.Equal(t, 100.0, sc.RateLimit)
 		require.Nil(t, sc.Pods)
 		require.Empty(t, p.runners())
 	})

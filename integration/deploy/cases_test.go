@@ -60,6 +60,24 @@ upstream:
 		check: checkHA,
 	},
 	{
+		name: "ha-selfsigned-postgres",
+		values: `
+ca:
+  replicas: 3
+store:
+  type: postgres
+  postgres: {existingSecret: lanyard-postgres, tls: {caSecret: db-ca}}
+upstream:
+  selfsigned: {sealKeySecret: lanyard-root-seal}
+`,
+		rbac: []string{
+			"ClusterRole/lanyard-agent: /pods [list watch]",
+			"ClusterRole/lanyard-ca: /pods [list watch]",
+			"ClusterRole/lanyard-ca: authentication.k8s.io/tokenreviews [create]",
+		},
+		check: checkHASelfSigned,
+	},
+	{
 		name: "istio",
 		values: `
 istio:

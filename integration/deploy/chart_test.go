@@ -95,15 +95,15 @@ func TestRenderRefuses(t *testing.T) {
 			want:   "ca.replicas=3 with store.type=sqlite",
 		},
 		{
-			name: "selfsigned with replicas",
+			name: "shared selfsigned root without its seal key",
 			values: `
 ca: {replicas: 2}
 store: {type: postgres, postgres: {existingSecret: pg}}`,
-			want: "ca.replicas=2 with upstream.type=selfsigned",
+			want: "upstream.type=selfsigned with store.type=postgres needs upstream.selfsigned.sealKeySecret",
 		},
 		{
 			name:   "postgres without its secret",
-			values: `store: {type: postgres}`,
+			values: `{store: {type: postgres}, upstream: {type: disk, disk: {existingSecret: root}}}`,
 			want:   "store.type=postgres needs store.postgres.existingSecret",
 		},
 		{
@@ -134,7 +134,7 @@ store: {type: postgres, postgres: {existingSecret: pg}}`,
 		{
 			name:   "sqlite without persistence",
 			values: `ca: {persistence: {enabled: false}}`,
-			want:   "ca.persistence.enabled=false with store.type=sqlite or upstream.type=selfsigned",
+			want:   "ca.persistence.enabled=false with store.type=sqlite",
 		},
 		{
 			name: "budget as large as the replicas",

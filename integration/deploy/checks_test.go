@@ -73,7 +73,7 @@ func checkDefaults(t *testing.T, r *rendered) {
 	require.Contains(t, r.notes, "--set-file trustBundle.pem=bundle.pem")
 
 	acfg := r.config(t, "lanyard-agent-config", "agent.yaml")
-	require.Equal(t, "lanyard.lanyard.svc:8443", field(t, acfg, "caAddr"))
+	require.Equal(t, "dns:///lanyard-headless.lanyard.svc:8443", field(t, acfg, "caAddr"), "every replica, round robin")
 	require.Equal(t, "/etc/lanyard/bundle/bundle.pem", field(t, acfg, "bundleFile"))
 	require.Equal(t, "/var/run/secrets/lanyard/token", field(t, acfg, "tokenFile"))
 	require.Equal(t, "/run/lanyard/agent.sock", field(t, acfg, "socketPath"))
@@ -107,8 +107,15 @@ func checkHA(t *testing.T, r *rendered) {
 			"bundleFile": "/etc/lanyard/upstream/ca.crt",
 		},
 	}, field(t, cfg, "upstream"))
-	require.Equal(t, map[string]any{"type": "postgres"}, field(t, cfg, "store"))
-	require.Contains(t, r.notes, "store.type=postgres is not implemented")
+	require.Equal(t, map[string]any{
+		"type":      "postgres",
+		"postgres":  map[string]any{"dsnFile": "/var/run/secrets/lanyard/postgres/dsn", "maxConns": 16.0, "statementTimeout": "5s"},
+		"retention": map[string]any{"keep": "720h"},
+	}, field(t, cfg, "store"))
+	require.NotContains(t, r.notes, "not implemented")
+	hl := r.get(t, "Service", "lanyard-headless")
+	require.Equal(t, "None", field(t, hl, "spec.clusterIP"))
+	require.Equal(t, field(t, ca, "spec.selector.matchLabels"), field(t, hl, "spec.selector"))
 
 	// The bundle ConfigMap from --set-file, mounted by the agents.
 	root, err := os.ReadFile(filepath.Join("testdata", "root.pem"))
@@ -240,4 +247,23 @@ func requireAgentBundle(t *testing.T, r *rendered, name, key string) {
 	require.Equal(t, name, field(t, ds, vol+"name"))
 	require.Equal(t, []any{map[string]any{"key": key, "path": "bundle.pem"}}, field(t, ds, vol+"items"))
 	require.Equal(t, "/etc/lanyard/bundle", field(t, ds, "spec.template.spec.containers[agent].volumeMounts[bundle].mountPath"))
+}
+
+// checkHASelfSigned: replicas share a self-signed root kept in the
+// database, sealed with the key from a Secret; TLS to the database is
+// verify-full against the CA from a Secret.
+func checkHASelfSigned(t *testing.T, r *rendered) {
+	ca := r.get(t, "Deployment", "lanyard-ca")
+	require.EqualValues(t, 3, field(t, ca, "spec.replicas"))
+	require.Nil(t, r.find("PersistentVolumeClaim", "lanyard-ca-data"), "the root is in the database")
+	require.NotNil(t, r.find("PodDisruptionBudget", "lanyard-ca"))
+	require.NotNil(t, field(t, ca, "spec.template.spec.affinity.podAntiAffinity"))
+	require.Equal(t, "lanyard-root-seal", field(t, ca, "spec.template.spec.volumes[root-seal].secret.secretName"))
+	require.Equal(t, "/var/run/secrets/lanyard/root-seal", field(t, ca, "spec.template.spec.containers[ca].volumeMounts[root-seal].mountPath"))
+	require.Equal(t, "db-ca", field(t, ca, "spec.template.spec.volumes[postgres-ca].secret.secretName"))
+	cfg := r.config(t, "lanyard-ca-config", "ca.yaml")
+	require.Equal(t, map[string]any{"type": "selfsigned", "selfsigned": map[string]any{
+		"sealKeyFile": "/var/run/secrets/lanyard/root-seal/key"}}, field(t, cfg, "upstream"))
+	require.Equal(t, "verify-full", field(t, cfg, "store.postgres.sslMode"))
+	require.Equal(t, "/var/run/secrets/lanyard/postgres-ca/ca.crt", field(t, cfg, "store.postgres.caFile"))
 }

@@ -37,10 +37,26 @@ type AgentOptions struct {
 	UnixRules []UnixRule
 	// Env adds KEY=value entries to the process environment.
 	Env []string
+	// CA, when set, points the agent at CA replicas started with StartCA
+	// instead of a Dev (StartAgent's dev is then nil).
+	CA *AgentCA
 	// StartTimeout bounds the wait for /healthz and the socket (default
 	// 30s); StopGrace is as in Options.
 	StartTimeout time.Duration
 	StopGrace    time.Duration
+}
+
+// AgentCA is where an agent started without a Dev finds its CA.
+type AgentCA struct {
+	// Addr is the agent's caAddr: a gRPC target or a comma-separated list
+	// of replicas' host:port.
+	Addr        string
+	TrustDomain string
+	// BundleFile is the bootstrap bundle.
+	BundleFile string
+	// IssuerDir holds the dev token issuer the CAs trust as cluster "dev"
+	// (tokens.LoadOrCreateDevIssuer); the agent's token is minted from it.
+	IssuerDir string
 }
 
 // NodeAgent is a running `lanyard agent` process, configured against a
@@ -135,7 +151,13 @@ func StartAgent(t testing.TB, dev *Dev, opts AgentOptions) *NodeAgent {
 	}
 	a.SocketPath = filepath.Join(sockDir, "agent.sock")
 
-	tok := dev.Token(t, AgentNamespace, AgentServiceAccount, "--pod", "lanyard-agent-"+opts.Node, "--node", opts.Node,
+	issuerDir := ""
+	if opts.CA != nil {
+		issuerDir = opts.CA.IssuerDir
+	} else {
+		issuerDir = dev.Dir
+	}
+	tok := Token(t, issuerDir, AgentNamespace, AgentServiceAccount, "--pod", "lanyard-agent-"+opts.Node, "--node", opts.Node,
 		"--audience", "lanyard", "--ttl", "2h")
 	if err := os.WriteFile(a.TokenPath, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatalf("harness: agent token: %v", err)
@@ -171,7 +193,11 @@ func (a *NodeAgent) clone() *NodeAgent {
 func (a *NodeAgent) writeConfig(t testing.TB, dev *Dev) {
 	t.Helper()
 	var c agentConfig
-	c.CAAddr, c.TrustDomain, c.BundleFile = dev.GRPCAddr, dev.TrustDomain.Name(), dev.BundlePath()
+	if a.opts.CA != nil {
+		c.CAAddr, c.TrustDomain, c.BundleFile = a.opts.CA.Addr, a.opts.CA.TrustDomain, a.opts.CA.BundleFile
+	} else {
+		c.CAAddr, c.TrustDomain, c.BundleFile = dev.GRPCAddr, dev.TrustDomain.Name(), dev.BundlePath()
+	}
 	c.TokenFile, c.Cluster = a.TokenPath, DevCluster
 	c.SocketPath, c.SocketMode, c.HTTPAddr = a.SocketPath, a.opts.SocketMode, a.HTTPAddr
 	c.CacheFile = a.CacheFile

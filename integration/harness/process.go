@@ -235,3 +235,6 @@ func (p *process) ready(addr string, timeout time.Duration, check func() error) 
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// HTTPGet is a GET of path on addr: status code and body.
+func HTTPGet(addr, path string) (int, []byte, error) { return httpGet(addr, path) }

@@ -30,9 +30,10 @@ const (
 func Token(t testing.TB, dir, ns, sa string, flags ...string) string {
 	t.Helper()
 	args := append([]string{"dev", "token", "--dir", dir, "--namespace", ns, "--service-account", sa}, flags...)
+	bin := Binary(t) // may build it: not within the call's timeout
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -63,7 +64,14 @@ func (d *Dev) AgentToken(t testing.TB, node string, flags ...string) string {
 // files `lanyard dev` keeps in its directory, to craft tokens with.
 func (d *Dev) IssuerKey(t testing.TB) (*rsa.PrivateKey, string) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(d.Dir, DevIssuerKeyFile))
+	return IssuerKey(t, d.Dir)
+}
+
+// IssuerKey returns the dev issuer's private key and key id from the files
+// in dir (a `lanyard dev` directory, or one Token has minted from).
+func IssuerKey(t testing.TB, dir string) (*rsa.PrivateKey, string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, DevIssuerKeyFile))
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}
@@ -85,7 +93,7 @@ func (d *Dev) IssuerKey(t testing.TB) (*rsa.PrivateKey, string) {
 	if !ok {
 		t.Fatalf("harness: %s holds a %T, want RSA", DevIssuerKeyFile, key)
 	}
-	raw, err = os.ReadFile(filepath.Join(d.Dir, DevIssuerJWKSFile))
+	raw, err = os.ReadFile(filepath.Join(dir, DevIssuerJWKSFile))
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}

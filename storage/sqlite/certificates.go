@@ -3,8 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"time"
@@ -85,7 +83,7 @@ func (s *Store) ListCertificates(ctx context.Context, f storage.CertificateFilte
 		return storage.CertificatePage{}, fmt.Errorf("sqlite %s: %w", op, err)
 	}
 	if f.PageToken != "" {
-		issued, serial, err := decodePageToken(f.PageToken)
+		issued, serial, err := storage.DecodePageToken(f.PageToken)
 		if err != nil {
 			return storage.CertificatePage{}, fmt.Errorf("sqlite %s: %w", op, err)
 		}
@@ -119,7 +117,7 @@ func (s *Store) ListCertificates(ctx context.Context, f storage.CertificateFilte
 	if len(page.Certificates) > size {
 		page.Certificates = page.Certificates[:size]
 		last := page.Certificates[size-1]
-		page.NextPageToken = encodePageToken(last.IssuedAt.UnixNano(), last.Serial)
+		page.NextPageToken = storage.EncodePageToken(last.IssuedAt.UnixNano(), last.Serial)
 	}
 	return page, nil
 }
@@ -275,21 +273,25 @@ func fromNanos(n sql.NullInt64) time.Time {
 	return time.Unix(0, n.Int64).UTC()
 }
 
-// Page tokens are base64url(version byte 1 | issued_at int64 BE | serial).
-// They are opaque to callers and bound to the keyset, not to a filter.
-const pageTokenVersion = 1
-
-func encodePageToken(issuedAt int64, serial string) string {
-	b := make([]byte, 9, 9+len(serial))
-	b[0] = pageTokenVersion
-	binary.BigEndian.PutUint64(b[1:], uint64(issuedAt))
-	return base64.RawURLEncoding.EncodeToString(append(b, serial...))
-}
-
-func decodePageToken(tok string) (issuedAt int64, serial string, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) < 10 || b[0] != pageTokenVersion {
-		return 0, "", fmt.Errorf("malformed page token: %w", storage.ErrInvalidArgument)
+// PruneCertificates deletes at most limit records whose NotAfter is before
+// before (storage.Pruner), oldest expiry first, in one short transaction
+// on the writer connection.
+func (s *Store) PruneCertificates(ctx context.Context, before time.Time, limit int) (int, error) {
+	const op = "prune certificates"
+	if err := s.checkOpen(ctx, op); err != nil {
+		return 0, err
 	}
-	return int64(binary.BigEndian.Uint64(b[1:9])), string(b[9:]), nil
+	if limit <= 0 || !storage.ValidTime(before) {
+		return 0, fmt.Errorf("sqlite %s: bad limit or time: %w", op, storage.ErrInvalidArgument)
+	}
+	res, err := s.write.ExecContext(ctx, `DELETE FROM certificates WHERE serial IN (
+		SELECT serial FROM certificates WHERE not_after < ? ORDER BY not_after LIMIT ?)`, before.UnixNano(), limit)
+	if err != nil {
+		return 0, s.classify(ctx, op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.classify(ctx, op, err)
+	}
+	return int(n), nil
 }

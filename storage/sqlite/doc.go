@@ -8,10 +8,11 @@
 // connection; put a storage.Writer in front of the store on the hot path so
 // that concurrent certificates share one transaction and one fsync.
 //
-// The schema lives in numbered, embedded SQL migrations applied at New in
-// one transaction and tracked in the schema_version table. New refuses a
-// database whose schema is newer than the code (ErrSchemaTooNew), so an old
-// binary never writes a schema it does not know.
+// The schema lives in numbered, embedded goose migrations applied at New
+// and tracked in goose's goose_db_version table (versions recorded by the
+// earlier hand-written migrator in schema_version are adopted once). New
+// refuses a database whose schema is newer than the code (ErrSchemaTooNew),
+// so an old binary never writes a schema it does not know.
 //
 // Times are stored as UTC Unix nanoseconds (INTEGER) and come back exactly.
 // The database file is created with mode 0600 and its directory with 0700;

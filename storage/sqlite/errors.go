@@ -14,8 +14,9 @@ import (
 )
 
 // ErrSchemaTooNew reports a database migrated by a newer Lanyard: this code
-// does not know its schema and refuses to touch it.
-var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this binary")
+// does not know its schema and refuses to touch it. It is
+// storage.ErrSchemaTooNew.
+var ErrSchemaTooNew = storage.ErrSchemaTooNew
 
 // errClosed is returned by every method after Close.
 var errClosed = fmt.Errorf("%w: %w", storage.ErrClosed, storage.ErrUnavailable)

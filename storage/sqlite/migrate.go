@@ -7,106 +7,90 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
+	"net/url"
 	"time"
 
+	"github.com/pressly/goose/v3"
+
 	"github.com/lanyard-id/lanyard/storage"
+	"github.com/lanyard-id/lanyard/storage/internal/migrate"
 )
 
-// migrationFiles holds the schema, one file per version, named
-// NNNN_description.sql and numbered from 0001 without gaps. A released
-// migration is never edited; change the schema with a new file.
+// migrationFiles holds the schema, one goose-annotated file per version,
+// named NNNNN_description.sql. A released migration is never edited;
+// change the schema with a new file.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations in version order. It panics
-// on a malformed set: that is a build defect caught by every test.
-func migrations() []migration {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+func migrations() fs.FS {
+	sub, err := fs.Sub(migrationFiles, "migrations")
 	if err != nil {
-		panic(fmt.Sprintf("read embedded migrations: %v", err))
+		panic(fmt.Sprintf("embedded migrations: %v", err)) // a build defect every test catches
 	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
-			panic(fmt.Sprintf("migration %q: want NNNN_description.sql", e.Name()))
-		}
-		b, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			panic(fmt.Sprintf("read migration %q: %v", e.Name(), err))
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			panic(fmt.Sprintf("migration %q: want version %d", m.name, i+1))
-		}
-	}
-	return ms
+	return sub
 }
 
-// latestVersion is the schema version this code writes.
-func latestVersion() int { return len(migrations()) }
+// migrateFile brings the database at path to the newest schema on a
+// connection of its own (goose wants a pool it may use freely), or refuses
+// a newer schema with storage.ErrSchemaTooNew. Each migration runs in one
+// IMMEDIATE transaction, so two processes opening a new file together
+// take turns.
+func migrateFile(ctx context.Context, path string, busy time.Duration, log *slog.Logger) (int64, error) {
+	q := url.Values{}
+	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", dsn(path, q))
+	if err != nil {
+		return 0, fmt.Errorf("sqlite migrate: %w: %w", storage.ErrUnavailable, err)
+	}
+	defer db.Close()
+	if err := adoptLegacyVersions(ctx, db); err != nil {
+		return 0, fmt.Errorf("sqlite migrate: %w: %w", storage.ErrUnavailable, err)
+	}
+	v, err := migrate.Up(ctx, migrate.Config{
+		Dialect: goose.DialectSQLite3, DB: db, Migrations: migrations(), Logger: log,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite migrate: %w", err)
+	}
+	return v, nil
+}
 
-const createSchemaVersion = `CREATE TABLE IF NOT EXISTS schema_version (
-	version    INTEGER NOT NULL PRIMARY KEY,
-	applied_at INTEGER NOT NULL
-)`
-
-// migrate brings db to latestVersion in one IMMEDIATE transaction (so two
-// processes opening a new file do not both migrate it), or refuses a newer
-// schema with ErrSchemaTooNew.
-func migrate(ctx context.Context, db *sql.DB, clock func() time.Time, log *slog.Logger) (err error) {
-	fail := func(op string, err error) error {
-		return fmt.Errorf("sqlite migrate: %s: %w: %v", op, storage.ErrUnavailable, err)
+// adoptLegacyVersions carries the versions recorded by the hand-written
+// migrator of earlier releases (table schema_version) over to goose's
+// table, once, so a database they made is not migrated twice.
+func adoptLegacyVersions(ctx context.Context, db *sql.DB) error {
+	var legacy, adopted bool
+	if err := db.QueryRowContext(ctx, `SELECT
+		EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'),
+		EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)`,
+		migrate.Table).Scan(&legacy, &adopted); err != nil {
+		return fmt.Errorf("look for schema_version: %w", err)
+	}
+	if !legacy || adopted {
+		return nil // a new database, or adopted already
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fail("begin", err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	if _, err := tx.ExecContext(ctx, createSchemaVersion); err != nil {
-		return fail("create schema_version", err)
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE `+migrate.Table+` (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		version_id INTEGER NOT NULL,
+		is_applied INTEGER NOT NULL,
+		tstamp TIMESTAMP DEFAULT (datetime('now')))`); err != nil {
+		return fmt.Errorf("create %s: %w", migrate.Table, err)
 	}
-	var current int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
-		return fail("read schema_version", err)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+migrate.Table+` (version_id, is_applied) VALUES (0, 1)`); err != nil {
+		return err
 	}
-	ms := migrations()
-	if current > len(ms) {
-		return fmt.Errorf("sqlite migrate: database at version %d, this binary knows %d: %w",
-			current, len(ms), ErrSchemaTooNew)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+migrate.Table+` (version_id, is_applied)
+		SELECT version, 1 FROM schema_version ORDER BY version`); err != nil {
+		return fmt.Errorf("copy schema_version: %w", err)
 	}
-	for _, m := range ms[current:] {
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			return fail(m.name, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied_at) VALUES (?, ?)`,
-			m.version, clock().UnixNano()); err != nil {
-			return fail(m.name, err)
-		}
-		log.LogAttrs(ctx, slog.LevelInfo, "sqlite schema migrated",
-			slog.Int("version", m.version), slog.String("migration", m.name))
-	}
-	if err := tx.Commit(); err != nil {
-		return fail("commit", err)
-	}
-	return nil
+	return tx.Commit()
 }

@@ -66,8 +66,9 @@ type Store struct {
 var _ storage.Store = (*Store)(nil)
 
 // New opens (creating when missing) the database at cfg.Path and migrates
-// its schema to the newest version this code knows, in one transaction. It
-// refuses, with ErrSchemaTooNew, a database written by newer code. Errors
+// its schema to the newest version this code knows (goose, one transaction
+// per migration). It refuses, with ErrSchemaTooNew, a database written by
+// newer code. Errors
 // opening or migrating the file wrap storage.ErrUnavailable.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Path == "" {
@@ -93,13 +94,17 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("sqlite store: %w: %w", storage.ErrUnavailable, err)
 	}
 
+	version, err := migrateFile(ctx, path, cfg.BusyTimeout, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{log: cfg.Logger, clock: cfg.Clock, path: path}
 	if err := s.open(ctx, cfg); err != nil {
 		s.closeDBs()
 		return nil, err
 	}
 	cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "sqlite store opened",
-		slog.String("path", path), slog.Int("schema_version", latestVersion()))
+		slog.String("path", path), slog.Int64("schema_version", version))
 	return s, nil
 }
 
@@ -126,9 +131,6 @@ func (s *Store) open(ctx context.Context, cfg Config) error {
 
 	if err := s.write.PingContext(ctx); err != nil {
 		return s.classify(ctx, "open", err)
-	}
-	if err := migrate(ctx, s.write, s.clock, s.log); err != nil {
-		return err
 	}
 
 	r := url.Values{}

@@ -59,7 +59,7 @@ func TestSchemaVersion(t *testing.T) {
 		wantErr error
 	}{
 		{"current schema opens again", "", nil},
-		{"newer schema refused", "INSERT INTO schema_version (version, applied_at) VALUES (999, 0)", sqlite.ErrSchemaTooNew},
+		{"newer schema refused", "INSERT INTO goose_db_version (version_id, is_applied) VALUES (999, 1)", storage.ErrSchemaTooNew},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "lanyard.db")
@@ -81,7 +81,7 @@ func TestSchemaVersion(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, s.Close())
 			var versions int
-			require.NoError(t, rawDB(t, path).QueryRow(`SELECT COUNT(*) FROM schema_version`).Scan(&versions))
+			require.NoError(t, rawDB(t, path).QueryRow(`SELECT COUNT(*) FROM goose_db_version WHERE version_id > 0`).Scan(&versions))
 			files, err := filepath.Glob("migrations/*.sql")
 			require.NoError(t, err)
 			require.Equal(t, len(files), versions, "one row per migration: none runs twice")
@@ -154,4 +154,28 @@ func TestUnavailable(t *testing.T) {
 		_, err := sqlite.New(t.Context(), sqlite.Config{})
 		require.ErrorIs(t, err, storage.ErrInvalidArgument)
 	})
+}
+
+// TestAdoptsLegacySchemaVersion opens a database made by the hand-written
+// migrator of earlier releases: its schema is kept, not migrated again.
+func TestAdoptsLegacySchemaVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lanyard.db")
+	schema, err := os.ReadFile("migrations/00001_initial.sql")
+	require.NoError(t, err)
+	db := rawDB(t, path)
+	_, err = db.Exec(string(schema))
+	require.NoError(t, err)
+	_, err = db.Exec(`CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL);
+		INSERT INTO schema_version VALUES (1, 0);
+		INSERT INTO certificates (serial, spiffe_id, not_before, not_after, issued_at) VALUES ('a0', 'spiffe://x/y', 1, 2, 1)`)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	s := newStore(t, path)
+	n, err := s.CountCertificates(t.Context())
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+	var applied int
+	require.NoError(t, rawDB(t, path).QueryRow(`SELECT COUNT(*) FROM goose_db_version WHERE version_id = 1`).Scan(&applied))
+	require.Equal(t, 1, applied)
 }

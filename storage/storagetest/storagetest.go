@@ -47,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"Ping", testPing},
 		{"ClosedStore", testClosed},
 		{"CancelledContext", testCancelled},
+		{"PruneExpired", testPrune},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.test(t, newStore(t))

@@ -1,3 +1,5 @@
+//go:build vault
+
 // Package vault starts a real HashiCorp Vault server on 127.0.0.1 for the
 // integration tests: in dev mode (in-memory, unsealed, a known root token)
 // or, with Options.Persistent, a file-storage server that is initialised

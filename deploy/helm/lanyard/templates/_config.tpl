@@ -33,6 +33,10 @@ intermediate:
   size: {{ int .Values.ca.intermediate.size }}
 upstream:
   type: {{ .Values.upstream.type }}
+  {{- if and (eq .Values.upstream.type "selfsigned") (eq .Values.store.type "postgres") }}
+  selfsigned:
+    sealKeyFile: /var/run/secrets/lanyard/root-seal/key
+  {{- end }}
   {{- if eq .Values.upstream.type "disk" }}
   disk:
     certFile: /etc/lanyard/upstream/{{ .Values.upstream.disk.certKey }}
@@ -65,7 +69,18 @@ store:
   {{- if eq .Values.store.type "sqlite" }}
   sqlite:
     path: /var/lib/lanyard/lanyard.db
+  {{- else }}
+  postgres:
+    dsnFile: /var/run/secrets/lanyard/postgres/dsn
+    maxConns: {{ int .Values.store.postgres.maxConns }}
+    statementTimeout: {{ .Values.store.postgres.statementTimeout | quote }}
+    {{- if .Values.store.postgres.tls.caSecret }}
+    sslMode: verify-full
+    caFile: /var/run/secrets/lanyard/postgres-ca/ca.crt
+    {{- end }}
   {{- end }}
+  retention:
+    keep: {{ .Values.store.retention | quote }}
 clusters:
   - name: {{ .Values.cluster.name | quote }}
     {{- if eq .Values.cluster.tokenVerification "tokenReview" }}
@@ -147,7 +162,7 @@ istio:
 
 {{- define "lanyard.agentConfig" -}}
 # `lanyard agent --config` (cmd/lanyard/agent.go). Unknown keys are an error.
-caAddr: {{ include "lanyard.caAddr" . | quote }}
+caAddr: {{ include "lanyard.agentCAAddr" . | quote }}
 trustDomain: {{ .Values.trustDomain | quote }}
 bundleFile: /etc/lanyard/bundle/bundle.pem
 tokenFile: /var/run/secrets/lanyard/token

@@ -98,12 +98,18 @@ in values.yaml for the order.
 
 {{/*
 Whether dataDir holds something that must survive the pod: the SQLite store
-or the self-signed root. With postgres and disk/vault it only holds
-bundle.pem, rewritten at start, and is an emptyDir (so replicas do not fight
-over one ReadWriteOnce claim).
+(and with it the self-signed root). With postgres the store and a
+self-signed root live in the database, dataDir only holds bundle.pem,
+rewritten at start, and is an emptyDir (so replicas do not fight over one
+ReadWriteOnce claim).
 */}}
 {{- define "lanyard.caPersistent" -}}
-{{- if and .Values.ca.persistence.enabled (or (eq .Values.store.type "sqlite") (eq .Values.upstream.type "selfsigned")) }}true{{ end }}
+{{- if and .Values.ca.persistence.enabled (eq .Values.store.type "sqlite") }}true{{ end }}
+{{- end }}
+
+{{/* The agents' caAddr: every replica behind the headless Service, balanced round robin. */}}
+{{- define "lanyard.agentCAAddr" -}}
+dns:///{{ include "lanyard.fullname" . }}-headless.{{ .Release.Namespace }}.svc:{{ .Values.ca.service.grpcPort }}
 {{- end }}
 
 {{/* Where dataDir lives. */}}
@@ -126,11 +132,11 @@ over one ReadWriteOnce claim).
 {{- if and (gt $replicas 1) (eq .Values.store.type "sqlite") }}
 {{- fail (printf "ca.replicas=%d with store.type=sqlite: SQLite is a single-writer file on one volume, so it serves one replica only; use store.type=postgres for more replicas" $replicas) }}
 {{- end }}
-{{- if and (gt $replicas 1) (eq .Values.upstream.type "selfsigned") }}
-{{- fail (printf "ca.replicas=%d with upstream.type=selfsigned: each replica would make its own root; use upstream.type=disk (a Secret with the root) or vault so that every replica chains to the same root" $replicas) }}
+{{- if and (eq .Values.store.type "postgres") (eq .Values.upstream.type "selfsigned") (not .Values.upstream.selfsigned.sealKeySecret) }}
+{{- fail "upstream.type=selfsigned with store.type=postgres needs upstream.selfsigned.sealKeySecret (the key that seals the replicas' shared root in the database)" }}
 {{- end }}
-{{- if and (not .Values.ca.persistence.enabled) (or (eq .Values.store.type "sqlite") (eq .Values.upstream.type "selfsigned")) }}
-{{- fail "ca.persistence.enabled=false with store.type=sqlite or upstream.type=selfsigned: the issuance log and the self-signed root would be lost with the pod; enable persistence" }}
+{{- if and (not .Values.ca.persistence.enabled) (eq .Values.store.type "sqlite") }}
+{{- fail "ca.persistence.enabled=false with store.type=sqlite: the issuance log and the self-signed root would be lost with the pod; enable persistence" }}
 {{- end }}
 {{- if and .Values.trustBundle.pem (not (contains "-----BEGIN CERTIFICATE-----" .Values.trustBundle.pem)) }}
 {{- fail "trustBundle.pem holds no PEM certificate (pass the roots with --set-file trustBundle.pem=bundle.pem)" }}

@@ -1,7 +1,8 @@
--- 0002: admin controls (deny list, evictions, the control sequence that
+-- 00002: admin controls (deny list, evictions, the control sequence that
 -- replicas poll), what agents report, replicas' heartbeats, and indexes for
 -- the admin filters.
 
+-- +goose Up
 ALTER TABLE agents ADD COLUMN workloads INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN evicted_at INTEGER;
 

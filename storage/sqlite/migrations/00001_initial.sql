@@ -1,6 +1,8 @@
 -- 0001: certificates, agents, audit, heartbeat.
 -- Times are UTC Unix nanoseconds (INTEGER); NULL means unset.
 
+-- +goose Up
+
 CREATE TABLE certificates (
 	serial          TEXT    NOT NULL PRIMARY KEY,
 	spiffe_id       TEXT    NOT NULL,
