@@ -79,6 +79,10 @@ type Authority struct {
 	cfg     AuthorityConfig
 	current atomic.Pointer[X509CA]
 
+	// lastMint is the Unix time of the last intermediate minted (0: none);
+	// mintFailures counts failed mints since start.
+	lastMint, mintFailures atomic.Int64
+
 	mu      sync.Mutex
 	bundle  *Bundle
 	changed chan struct{} // closed and replaced on every bundle change
@@ -223,7 +227,17 @@ func (a *Authority) renewalTime() time.Time {
 	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)
 }
 
+// rotate mints a new intermediate and counts the outcome for UpstreamStats.
 func (a *Authority) rotate(ctx context.Context) error {
+	if err := a.mint(ctx); err != nil {
+		a.mintFailures.Add(1)
+		return err
+	}
+	a.lastMint.Store(a.cfg.Clock().Unix())
+	return nil
+}
+
+func (a *Authority) mint(ctx context.Context) error {
 	key, err := keyutil.GenerateSigner(a.cfg.KeyType, a.cfg.KeyCurve, a.cfg.KeySize)
 	if err != nil {
 		return fmt.Errorf("generate intermediate key: %w", err)

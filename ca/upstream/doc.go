@@ -12,7 +12,8 @@
 //     The default for a single node.
 //   - Disk: an operator's CA on disk, either a root, or an intermediate
 //     (with its chain) plus a bundle file of roots it must chain to.
-//   - Vault PKI sign-intermediate, for a root kept in HashiCorp Vault.
+//   - vault.Upstream (package ca/upstream/vault): Vault PKI
+//     sign-intermediate, for a root kept in HashiCorp Vault.
 //
 // The cmd/ wiring picks one with a switch on the configuration.
 package upstream

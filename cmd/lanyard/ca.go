@@ -26,6 +26,7 @@ import (
 	"github.com/lanyard-id/lanyard/ca/server"
 	"github.com/lanyard-id/lanyard/ca/serving"
 	"github.com/lanyard-id/lanyard/ca/tokens"
+	"github.com/lanyard-id/lanyard/ca/upstream"
 	"github.com/lanyard-id/lanyard/storage"
 )
 
@@ -44,6 +45,7 @@ type caProcess struct {
 	istio     *istioParts     // nil when Istio is off
 	pods      kube.PodIndexes // clusters whose pods the CA watches
 	controls  *ca.Controls    // bans, evictions and deny list, polled from the store
+	upstream  upstream.Authority
 }
 
 // buildCA wires a CA from cfg. extraVerifiers adds verifiers by cluster name
@@ -90,6 +92,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 	metrics := server.NewMetrics(reg)
 	reg.MustRegister(tokens.NewCollector(tokenStats...))
 	registerPodIndexMetrics(reg, agentPods)
+	registerUpstreamMetrics(reg, up)
 	writer, err := storage.NewWriter(storage.WriterConfig{Store: st, Logger: log.With("component", "writer"), OnBatch: metrics.ObserveStoreBatch})
 	if err != nil {
 		st.Close()
@@ -109,6 +112,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		st.Close()
 		return nil, err
 	}
+	reg.MustRegister(ca.NewUpstreamCollector(authority))
 	controls, err := ca.NewControls(ca.ControlsConfig{Store: st, Logger: log.With("component", "controls")})
 	if err != nil {
 		st.Close()
@@ -178,7 +182,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 		return nil, err
 	}
 	return &caProcess{store: st, writer: writer, retention: retention, bundles: bundleSync, authority: authority, serving: cert,
-		server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log}, nil
+		server: srv, health: hs, bundle: bundle, istio: istio, pods: agentPods, controls: controls, log: log, upstream: up}, nil
 }
 
 // run starts every part and returns when ctx ends or a part fails. It
@@ -186,6 +190,7 @@ func buildCA(ctx context.Context, cfg FileConfig, log *slog.Logger, extra map[st
 // the writer (flushing their records) and the authority, then the store.
 func (p *caProcess) run(ctx context.Context) error {
 	defer p.store.Close()
+	defer closeUpstream(p.upstream)
 	if err := p.authority.Prepare(ctx); err != nil {
 		return fmt.Errorf("prepare CA: %w", err)
 	}
@@ -202,6 +207,9 @@ func (p *caProcess) run(ctx context.Context) error {
 	back.Go(func() error { return p.retention.Run(backCtx) })
 	if p.bundles != nil {
 		back.Go(func() error { return p.bundles.Run(backCtx) })
+	}
+	if r, ok := p.upstream.(upstreamRunner); ok {
+		back.Go(func() error { return r.Run(backCtx) })
 	}
 	// The first serving certificate before the first handshake (it is
 	// recorded: the writer runs); serving.Run retries if this fails.

@@ -66,7 +66,7 @@ type FileConfig struct {
 
 // UpstreamConfig selects where the root comes from.
 type UpstreamConfig struct {
-	Type       string `yaml:"type"` // "selfsigned" (default) or "disk"
+	Type       string `yaml:"type"` // "selfsigned" (default), "disk" or "vault"
 	SelfSigned struct {
 		// SealKeyFile holds the 32-byte key (raw or base64) that seals the
 		// root key in a PostgreSQL store, where replicas share one root.
@@ -79,6 +79,7 @@ type UpstreamConfig struct {
 		KeyFile    string `yaml:"keyFile"`
 		BundleFile string `yaml:"bundleFile"`
 	} `yaml:"disk"`
+	Vault VaultUpstreamConfig `yaml:"vault"` // upstream.go, docs/vault.md
 }
 
 // StoreConfig selects the store.

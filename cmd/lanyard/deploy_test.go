@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,6 +37,12 @@ func TestDeployConfigs(t *testing.T) {
 			require.GreaterOrEqual(t, cfg.TTL.Max, cfg.TTL.Default)
 			require.Contains(t, []string{"selfsigned", "disk", "vault"}, cfg.Upstream.Type)
 			require.Contains(t, []string{"sqlite", "postgres"}, cfg.Store.Type)
+			if cfg.Upstream.Type == "vault" { // its Config is checked as `lanyard ca` would
+				v := cfg.Upstream.Vault
+				v.CAFile = "" // mounted from a Secret in the pod
+				_, err := buildVaultUpstream(v, slog.New(slog.DiscardHandler))
+				require.NoError(t, err)
+			}
 
 			path := filepath.Join(dir, "agent.yaml")
 			if _, err := os.Stat(path); os.IsNotExist(err) {

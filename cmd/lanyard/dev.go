@@ -30,7 +30,8 @@ func devCmd() *cobra.Command {
 		dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 		postgresDSN                                          string
 		withAgent                                            bool
-		svidTTL                                              time.Duration
+		svidTTL, intermediateTTL                             time.Duration
+		upstreamConfig                                       string
 		admin                                                AdminFileConfig
 	)
 	cmd := &cobra.Command{
@@ -45,7 +46,8 @@ issuer key in --dir can mint any identity.`,
 				agentHTTPAddr = ""
 			}
 			return runDev(cmd.Context(), devOptions{dir: dir, grpcAddr: grpcAddr, httpAddr: httpAddr,
-				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL, admin: admin, postgresDSN: postgresDSN})
+				agentHTTPAddr: agentHTTPAddr, td: td, logLevel: logLevel, svidTTL: svidTTL,
+				upstreamConfig: upstreamConfig, intermediateTTL: intermediateTTL, admin: admin, postgresDSN: postgresDSN})
 		},
 	}
 	f := cmd.Flags()
@@ -57,6 +59,8 @@ issuer key in --dir can mint any identity.`,
 	f.BoolVar(&withAgent, "agent", true, "also run a node agent (socket DIR/agent.sock)")
 	f.StringVar(&agentHTTPAddr, "agent-http-addr", "127.0.0.1:9091", "node agent health and metrics address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&upstreamConfig, "upstream-config", "", "YAML file of an upstream: section (e.g. type: vault, docs/vault.md); default a self-signed root in --dir")
+	f.DurationVar(&intermediateTTL, "intermediate-ttl", 0, "TTL of the CA's intermediate, renewed at half-life (0: 24h)")
 	f.StringVar(&admin.Socket, "admin-socket", "", "admin socket (default DIR/admin.sock)")
 	f.StringVar(&admin.ReplicaName, "replica-name", "", "name of this CA replica in 'lanyardctl ca status' (default the host name)")
 	f.StringVar(&admin.SocketMode, "admin-socket-mode", "0600", "permissions of the admin socket")
@@ -70,7 +74,8 @@ issuer key in --dir can mint any identity.`,
 type devOptions struct {
 	dir, grpcAddr, httpAddr, agentHTTPAddr, td, logLevel string
 	postgresDSN                                          string
-	svidTTL                                              time.Duration
+	svidTTL, intermediateTTL                             time.Duration
+	upstreamConfig                                       string
 	admin                                                AdminFileConfig
 }
 
@@ -107,6 +112,12 @@ func runDev(ctx context.Context, o devOptions) error {
 	// name, "Kubernetes" unless set, as ClusterID.
 	cfg.Istio.Enabled = true
 	cfg.Istio.ClusterAliases = map[string]string{"Kubernetes": devCluster}
+	if err := decodeYAMLFile(o.upstreamConfig, &cfg.Upstream); err != nil {
+		return err
+	}
+	if o.intermediateTTL != 0 {
+		cfg.Intermediate.TTL = o.intermediateTTL
+	}
 	cfg.Admin = o.admin // socket DIR/admin.sock
 	if o.postgresDSN != "" {
 		cfg.Store.Type = "postgres"

@@ -118,7 +118,9 @@ func buildUpstream(ctx context.Context, cfg FileConfig, td spiffeid.TrustDomain,
 	case "disk":
 		d := cfg.Upstream.Disk
 		return upstream.NewDisk(upstream.DiskConfig{CertFile: d.CertFile, KeyFile: d.KeyFile, BundleFile: d.BundleFile})
+	case "vault":
+		return buildVaultUpstream(cfg.Upstream.Vault, log.With("component", "upstream", "upstream", "vault"))
 	default:
-		return nil, fmt.Errorf("upstream type %q: want selfsigned or disk", cfg.Upstream.Type)
+		return nil, fmt.Errorf("upstream type %q: want selfsigned, disk or vault", cfg.Upstream.Type)
 	}
 }

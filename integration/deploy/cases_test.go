@@ -151,7 +151,7 @@ store:
   postgres: {existingSecret: lanyard-postgres, secretKey: url}
 upstream:
   type: vault
-  vault: {address: "https://vault.vault.svc:8200", namespace: mesh, caCertSecret: vault-ca, role: lanyard}
+  vault: {address: "https://vault.vault.svc:8200", namespace: mesh, caCertSecret: vault-ca, authRole: lanyard}
 log: {level: debug, format: text}
 cluster:
   tokenReview: {cacheTTL: 5s}
@@ -163,6 +163,20 @@ cluster:
 			"ClusterRole/lanyard-ca: authentication.k8s.io/tokenreviews [create]",
 		},
 		check: checkVault,
+	},
+	{
+		name: "vault-approle",
+		values: `
+upstream:
+  type: vault
+  vault: {address: "https://vault.example:8200", pkiMount: pki-int, issuer: mesh, authMethod: approle, authRoleID: 6f1c, secretIDSecret: lanyard-approle}
+`,
+		rbac: []string{
+			"ClusterRole/lanyard-agent: /pods [list watch]",
+			"ClusterRole/lanyard-ca: /pods [list watch]",
+			"ClusterRole/lanyard-ca: authentication.k8s.io/tokenreviews [create]",
+		},
+		check: checkVaultAppRole,
 	},
 }
 

@@ -117,6 +117,21 @@ store: {type: postgres, postgres: {existingSecret: pg}}`,
 			want:   "upstream.type=vault needs upstream.vault.address",
 		},
 		{
+			name:   "vault kubernetes auth without a role",
+			values: `upstream: {type: vault, vault: {address: "https://vault:8200"}}`,
+			want:   "upstream.vault.authMethod=kubernetes needs upstream.vault.authRole",
+		},
+		{
+			name:   "vault approle without its secret",
+			values: `upstream: {type: vault, vault: {address: "https://vault:8200", authMethod: approle, authRoleID: r}}`,
+			want:   "upstream.vault.authMethod=approle needs upstream.vault.authRoleID and secretIDSecret",
+		},
+		{
+			name:   "vault token without its secret",
+			values: `upstream: {type: vault, vault: {address: "https://vault:8200", authMethod: token}}`,
+			want:   "upstream.vault.authMethod=token needs upstream.vault.tokenSecret",
+		},
+		{
 			name:   "sqlite without persistence",
 			values: `ca: {persistence: {enabled: false}}`,
 			want:   "ca.persistence.enabled=false with store.type=sqlite",

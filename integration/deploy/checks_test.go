@@ -183,17 +183,34 @@ func checkBoundPod(t *testing.T, r *rendered) {
 func checkVault(t *testing.T, r *rendered) {
 	ca := r.get(t, "Deployment", "lanyard-ca")
 	c := "spec.template.spec.containers[ca]."
-	require.Equal(t, "https://vault.vault.svc:8200", field(t, ca, c+"env[VAULT_ADDR].value"))
-	require.Equal(t, "mesh", field(t, ca, c+"env[VAULT_NAMESPACE].value"))
-	require.Equal(t, "/etc/lanyard/vault/ca.crt", field(t, ca, c+"env[VAULT_CACERT].value"))
+	require.Equal(t, "/etc/lanyard/vault", field(t, ca, c+"volumeMounts[vault-ca].mountPath"))
+	require.Equal(t, "/var/run/secrets/lanyard/vault", field(t, ca, c+"volumeMounts[vault-auth].mountPath"))
 	require.Equal(t, "vault-ca", field(t, ca, "spec.template.spec.volumes[vault-ca].secret.secretName"))
+	require.Equal(t, []any{map[string]any{"serviceAccountToken": map[string]any{"audience": "vault", "expirationSeconds": float64(3600), "path": "token"}}},
+		field(t, ca, "spec.template.spec.volumes[vault-auth].projected.sources"))
 	require.Equal(t, []any{map[string]any{"key": "url", "path": "dsn"}}, field(t, ca, "spec.template.spec.volumes[postgres].secret.items"))
 	cfg := r.config(t, "lanyard-ca-config", "ca.yaml")
-	require.Equal(t, map[string]any{"type": "vault"}, field(t, cfg, "upstream"))
+	require.Equal(t, map[string]any{"type": "vault", "vault": map[string]any{
+		"address": "https://vault.vault.svc:8200", "namespace": "mesh", "caFile": "/etc/lanyard/vault/ca.crt",
+		"mount": "pki", "issuer": "",
+		"auth": map[string]any{"method": "kubernetes", "mount": "", "role": "lanyard", "serviceAccountTokenFile": "/var/run/secrets/lanyard/vault/token"},
+	}}, field(t, cfg, "upstream"))
 	require.Equal(t, map[string]any{"level": "debug", "format": "text"}, field(t, cfg, "log"))
 	require.Equal(t, map[string]any{"kubeconfig": "", "cacheTTL": "5s"}, field(t, cfg, "clusters[kubernetes].tokenReview"))
-	require.Contains(t, r.notes, "upstream.type=vault is not implemented")
+	require.NotContains(t, r.notes, "upstream.type=vault")
 	r.get(t, "PodDisruptionBudget", "lanyard-ca")
+}
+
+func checkVaultAppRole(t *testing.T, r *rendered) {
+	ca := r.get(t, "Deployment", "lanyard-ca")
+	require.Equal(t, "lanyard-approle", field(t, ca, "spec.template.spec.volumes[vault-auth].secret.secretName"))
+	require.Equal(t, []any{map[string]any{"key": "secret-id", "path": "secret-id"}}, field(t, ca, "spec.template.spec.volumes[vault-auth].secret.items"))
+	cfg := r.config(t, "lanyard-ca-config", "ca.yaml")
+	require.Equal(t, map[string]any{"type": "vault", "vault": map[string]any{
+		"address": "https://vault.example:8200", "namespace": "", "caFile": "",
+		"mount": "pki-int", "issuer": "mesh",
+		"auth": map[string]any{"method": "approle", "mount": "", "roleID": "6f1c", "secretIDFile": "/var/run/secrets/lanyard/vault/secret-id"},
+	}}, field(t, cfg, "upstream"))
 }
 
 // requireHardenedCA: the CA runs as non-root on a read-only root file

@@ -43,6 +43,27 @@ upstream:
     keyFile: /etc/lanyard/upstream/{{ .Values.upstream.disk.keyKey }}
     bundleFile: {{ if .Values.upstream.disk.bundleKey }}/etc/lanyard/upstream/{{ .Values.upstream.disk.bundleKey }}{{ else }}""{{ end }}
   {{- end }}
+  {{- if eq .Values.upstream.type "vault" }}
+  {{- $v := .Values.upstream.vault }}
+  vault:
+    address: {{ $v.address | quote }}
+    namespace: {{ $v.namespace | quote }}
+    caFile: {{ if $v.caCertSecret }}/etc/lanyard/vault/ca.crt{{ else }}""{{ end }}
+    mount: {{ $v.pkiMount | quote }}
+    issuer: {{ $v.issuer | quote }}
+    auth:
+      method: {{ $v.authMethod }}
+      mount: {{ $v.authMount | quote }}
+      {{- if eq $v.authMethod "kubernetes" }}
+      role: {{ $v.authRole | quote }}
+      serviceAccountTokenFile: /var/run/secrets/lanyard/vault/token
+      {{- else if eq $v.authMethod "approle" }}
+      roleID: {{ $v.authRoleID | quote }}
+      secretIDFile: /var/run/secrets/lanyard/vault/secret-id
+      {{- else }}
+      tokenFile: /var/run/secrets/lanyard/vault/token
+      {{- end }}
+  {{- end }}
 store:
   type: {{ .Values.store.type }}
   {{- if eq .Values.store.type "sqlite" }}

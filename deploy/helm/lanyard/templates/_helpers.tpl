@@ -150,6 +150,16 @@ dns:///{{ include "lanyard.fullname" . }}-headless.{{ .Release.Namespace }}.svc:
 {{- if and (eq .Values.upstream.type "vault") (not .Values.upstream.vault.address) }}
 {{- fail "upstream.type=vault needs upstream.vault.address" }}
 {{- end }}
+{{- $v := .Values.upstream.vault }}
+{{- if and (eq .Values.upstream.type "vault") (eq $v.authMethod "kubernetes") (not $v.authRole) }}
+{{- fail "upstream.vault.authMethod=kubernetes needs upstream.vault.authRole" }}
+{{- end }}
+{{- if and (eq .Values.upstream.type "vault") (eq $v.authMethod "approle") (or (not $v.authRoleID) (not $v.secretIDSecret)) }}
+{{- fail "upstream.vault.authMethod=approle needs upstream.vault.authRoleID and secretIDSecret" }}
+{{- end }}
+{{- if and (eq .Values.upstream.type "vault") (eq $v.authMethod "token") (not $v.tokenSecret) }}
+{{- fail "upstream.vault.authMethod=token needs upstream.vault.tokenSecret" }}
+{{- end }}
 {{- if not (has .Values.cluster.tokenVerification (list "tokenReview" "discovery")) }}
 {{- fail (printf "cluster.tokenVerification %q: want tokenReview or discovery" .Values.cluster.tokenVerification) }}
 {{- end }}
