@@ -114,7 +114,7 @@ func (e *haEnv) bundleChangedAt(t *testing.T, td spiffeid.TrustDomain) time.Time
 type loadResult struct {
 	start  time.Time // when the call began
 	at     time.Time // when it answered
-	serial string // "" when it failed
+	serial string    // "" when it failed
 	code   codes.Code
 }
 
