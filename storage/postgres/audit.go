@@ -12,8 +12,10 @@ import (
 )
 
 // AppendAudit appends events with one COPY (one transaction); a zero Time
-// is set to the store's clock. IDs come from an identity column, in append
-// order.
+// is set to the store's clock. IDs come from an identity column. Appends
+// take turns under a transaction advisory lock, so IDs become visible in
+// order: a follower reading "after the highest ID seen" (WatchAudit) never
+// skips an event whose transaction took a lower ID but committed later.
 func (s *Store) AppendAudit(ctx context.Context, events []storage.AuditEvent) error {
 	const op = "append audit"
 	if err := s.checkOpen(ctx, op); err != nil {
@@ -34,8 +36,14 @@ func (s *Store) AppendAudit(ctx context.Context, events []storage.AuditEvent) er
 		}
 		rows[i] = []any{t.UnixNano(), e.Actor, e.Action, e.Subject, e.Outcome, e.Detail}
 	}
-	_, err := s.pool.CopyFrom(ctx, pgx.Identifier{"audit"},
-		[]string{"time", "actor", "action", "subject", "outcome", "detail"}, pgx.CopyFromRows(rows))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockAudit); err != nil {
+			return err
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"},
+			[]string{"time", "actor", "action", "subject", "outcome", "detail"}, pgx.CopyFromRows(rows))
+		return err
+	})
 	return s.classify(ctx, op, err)
 }
 

@@ -37,6 +37,7 @@ const (
 	lockMigrate    int64 = 0x4c414e5900000001 // "LANY" | 1: schema migrations
 	lockRetention  int64 = 0x4c414e5900000002 // pruning expired certificates
 	lockSharedRoot int64 = 0x4c414e5900000003 // creating the shared root
+	lockAudit      int64 = 0x4c414e5900000004 // appending audit events (IDs commit in order)
 )
 
 //go:embed migrations/*.sql

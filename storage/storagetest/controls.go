@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -84,6 +85,57 @@ func testAuditFollow(t *testing.T, s storage.Store) {
 	got, err = s.ListAudit(ctx, storage.AuditFilter{AfterID: all[0].ID})
 	require.NoError(t, err)
 	require.Empty(t, got)
+}
+
+// testAuditFollowConcurrent: a follower reading after the highest ID it has
+// seen, while several appenders write at once, sees every event exactly
+// once (IDs must become visible in ID order).
+func testAuditFollowConcurrent(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	const writers, each = 8, 40
+	// The follower starts after a first event (AfterID 0 lists newest first).
+	require.NoError(t, s.AppendAudit(ctx, []storage.AuditEvent{event(0, "system", "start")}))
+	first, err := s.ListAudit(ctx, storage.AuditFilter{PageSize: 1})
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+	after := first[0].ID
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := s.AppendAudit(ctx, []storage.AuditEvent{event(w*each+i, "system", "issue")}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	seen := map[int64]bool{after: true}
+	for finished := false; ; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		got, err := s.ListAudit(ctx, storage.AuditFilter{AfterID: after, PageSize: storage.MaxPageSize})
+		require.NoError(t, err)
+		for _, e := range got {
+			require.False(t, seen[e.ID], "event %d read twice", e.ID)
+			require.Greater(t, e.ID, after, "oldest first")
+			seen[e.ID], after = true, e.ID
+		}
+		if finished && len(got) == 0 {
+			break
+		}
+	}
+	all, err := s.ListAudit(ctx, storage.AuditFilter{PageSize: storage.MaxPageSize})
+	require.NoError(t, err)
+	require.Len(t, all, 1+writers*each)
+	for _, e := range all {
+		require.True(t, seen[e.ID], "the follower skipped event %d", e.ID)
+	}
 }
 
 func testAgentReports(t *testing.T, s storage.Store) {

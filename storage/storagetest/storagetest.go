@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"ListAdminFilters", testListAdminFilters},
 		{"CountBy", testCountBy},
 		{"AuditFollow", testAuditFollow},
+		{"AuditFollowConcurrent", testAuditFollowConcurrent},
 		{"AgentReports", testAgentReports},
 		{"EvictAgent", testEvictAgent},
 		{"DenyList", testDenyList},
